@@ -1,0 +1,48 @@
+# Two commands matter: `make dev` (UI with the sensor running) and `make test` (the whole suite).
+# Both create .venv and install the project into it first; only Python 3.11+ is needed on the machine.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DAGSTER_PORT ?= 3000
+# dagster only honours dagster.yaml when DAGSTER_HOME is an absolute path; the launcher copies it there.
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+N ?= 2000
+FORMAT ?= yolo
+
+.PHONY: install dev test demo bench bench-scale lint format clean
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(BIN)/.installed
+
+dev: install
+	$(BIN)/dataset-pipeline dev --port $(DAGSTER_PORT)
+
+test: install
+	$(BIN)/python -m pytest
+
+demo: install
+	$(BIN)/dataset-pipeline demo
+
+bench: install
+	$(BIN)/python -m dataset_pipeline.bench --n $(N) --format $(FORMAT)
+
+bench-scale: install
+	$(BIN)/python -m dataset_pipeline.bench --scale $(if $(filter-out 2000,$(N)),1000 10000 50000 $(N),1000 10000 50000) --format $(FORMAT)
+
+lint: install
+	$(BIN)/ruff check dataset_pipeline dataset_pipeline_tests
+	$(BIN)/ruff format --check dataset_pipeline dataset_pipeline_tests
+
+format: install
+	$(BIN)/ruff format dataset_pipeline dataset_pipeline_tests
+	$(BIN)/ruff check --fix dataset_pipeline dataset_pipeline_tests
+
+clean:
+	rm -rf $(VENV) .dagster_home *.egg-info

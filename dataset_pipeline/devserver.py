@@ -1,0 +1,70 @@
+"""`make dev`: PostgreSQL (embedded unless DATABASE_URL), then `dagster dev` in its own process group.
+
+Ctrl-C stops the webserver, the daemon and their children (SIGINT, then SIGKILL after a grace period) and
+then the embedded PostgreSQL, so nothing outlives the command.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from dataset_pipeline.embedded_postgres import redact
+from dataset_pipeline.runtime import PROJECT_ROOT, Runtime, prepare_runtime
+
+log = logging.getLogger(__name__)
+GRACE_SECONDS = 20.0
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> None:
+    """SIGINT the whole group, wait, then SIGKILL whatever is left."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # also reaps grandchildren that ignored SIGINT
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def run_dev(
+    host: str = "127.0.0.1", port: int = 3000, before_start: Callable[[Runtime], None] | None = None
+) -> int:
+    runtime = prepare_runtime()
+    print(f"dataset_pipeline: database {redact(runtime.database_url)}", flush=True)
+    print(f"dataset_pipeline: storage  {runtime.settings.storage_root}", flush=True)
+    print(f"dataset_pipeline: DAGSTER_HOME {runtime.settings.home}", flush=True)
+    if before_start is not None:
+        before_start(runtime)
+    command = [
+        sys.executable, "-m", "dagster", "dev",
+        "-h", host, "-p", str(port),
+        "-w", str(PROJECT_ROOT / "workspace.yaml"),
+    ]  # fmt: skip
+    env = {**os.environ, **runtime.environment()}
+    process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, start_new_session=True)
+    print(f"dataset_pipeline: Dagster UI on http://{host}:{port} (Ctrl-C stops everything)", flush=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        stop_process_group(process)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return process.wait()
+    finally:
+        stop_process_group(process)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        runtime.stop()

@@ -1,0 +1,156 @@
+"""Helpers every format parser needs, so YOLO, COCO and VOC agree on what an image, a split and junk are."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from pathlib import Path
+
+from dataset_pipeline.domain.model import Issue, LabelParseError, Severity
+
+#: Suffixes (lower case) of the files the pipeline treats as images.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+_SPLIT_ALIASES: dict[str, str] = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+
+#: Files archivers and macOS leave behind; they are never part of a dataset.
+_JUNK_DIRS: frozenset[str] = frozenset({"__MACOSX"})
+_JUNK_FILES: frozenset[str] = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+class CodedParseError(LabelParseError):
+    """A `LabelParseError` that also carries the stable issue code the caller should record."""
+
+    def __init__(self, code: str, file: str, message: str, line: int | None = None) -> None:
+        self.code = code
+        self.detail = message
+        super().__init__(file, message, line)
+
+    def to_issue(self, image: str | None = None) -> Issue:
+        return Issue(Severity.ERROR, self.code, self.file, self.detail, line=self.line, image=image)
+
+
+def is_image_path(path: str) -> bool:
+    return posixpath.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def normalize_split(name: str) -> str | None:
+    """Map the split names sources use (`valid`, `Training`, ...) onto `SPLITS`, or None when it is not one."""
+    return _SPLIT_ALIASES.get(name.strip().lower())
+
+
+_SPLIT_TOKEN = re.compile(r"^(?:[a-z]+_)?([a-z]+?)[-_]?\d*(?:_data)?$")
+
+
+def guess_split(token: str) -> str | None:
+    """Read a split from a folder or file name that decorates it: `train2017`, `obj_train_data`, `val_2`."""
+    exact = normalize_split(token)
+    if exact is not None:
+        return exact
+    match = _SPLIT_TOKEN.match(token.strip().lower())
+    return normalize_split(match.group(1)) if match else None
+
+
+def split_from_path(path: str) -> str | None:
+    """The split named by the innermost folder of `path` that names one (`images/train/a.jpg` -> train)."""
+    for part in reversed(posixpath.dirname(path).split("/")):
+        split = guess_split(part) if part else None
+        if split is not None:
+            return split
+    return None
+
+
+def is_junk(path: str) -> bool:
+    """True for macOS/Windows leftovers (`__MACOSX/`, `._*`, `.DS_Store`) that must not be read as data."""
+    parts = path.split("/")
+    if any(part in _JUNK_DIRS for part in parts):
+        return True
+    name = parts[-1]
+    return name in _JUNK_FILES or name.startswith("._")
+
+
+def list_files(root: Path) -> list[str]:
+    """Every regular file under `root` as a sorted posix path relative to it, junk and symlinks left out.
+
+    Symlinks are skipped so a parser can never be led outside the extracted upload.
+    """
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        prefix = "" if rel_dir == "." else rel_dir + "/"
+        dirnames[:] = [d for d in dirnames if d not in _JUNK_DIRS and not os.path.islink(os.path.join(dirpath, d))]
+        for name in filenames:
+            rel = prefix + name
+            if not is_junk(rel) and not os.path.islink(os.path.join(dirpath, name)):
+                found.append(rel)
+    found.sort()
+    return found
+
+
+def decode_text(data: bytes, file: str) -> str:
+    """Decode strict UTF-8 (a leading BOM is dropped); anything else is a `LabelParseError` naming the byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise CodedParseError(
+            "text.not_utf8",
+            file,
+            f"is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
+            "save the file as UTF-8",
+            line,
+        ) from None
+
+
+def text_lines(text: str) -> list[str]:
+    """Split on LF only and drop a trailing CR, so CRLF files read like LF ones and no other control character
+    (form feed, U+2028, ...) silently starts a new line."""
+    lines = text.split("\n")
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def read_text(root: Path, rel: str) -> str:
+    """Read `root/rel` as strict UTF-8; unreadable files raise `LabelParseError` naming `rel`."""
+    try:
+        data = (root / rel).read_bytes()
+    except OSError as error:
+        raise CodedParseError("file.unreadable", rel, f"cannot be read ({error.strerror})") from None
+    return decode_text(data, rel)
+
+
+def join_within(base: str, ref: str) -> str | None:
+    """`base/ref` normalised as a root-relative posix path, or None when it would leave the dataset root."""
+    ref = ref.replace("\\", "/")
+    if ref.startswith("/") or re.match(r"^[A-Za-z]:/", ref):
+        return None
+    joined = posixpath.normpath(posixpath.join(base, ref)) if base else posixpath.normpath(ref)
+    if joined == "." or joined == ".." or joined.startswith("../"):
+        return None
+    return joined
+
+
+def path_suffixes(ref: str) -> list[str]:
+    """`a/b/c.jpg` -> [`a/b/c.jpg`, `b/c.jpg`, `c.jpg`]: tails to match a path written on another machine."""
+    parts = [p for p in ref.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    if parts and re.match(r"^[A-Za-z]:$", parts[0]):
+        parts = parts[1:]
+    return ["/".join(parts[i:]) for i in range(len(parts))]
+
+
+def with_image(issues: list[Issue], image: str | None) -> list[Issue]:
+    """Charge issues a per-file parser produced to the image they concern."""
+    if image is None:
+        return issues
+    return [
+        Issue(i.severity, i.code, i.file, i.message, i.line, i.annotation_id, image if i.image is None else i.image)
+        for i in issues
+    ]

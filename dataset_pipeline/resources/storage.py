@@ -1,0 +1,147 @@
+"""Where dataset files live: `{root}/{user}/{project}/{dataset}/...`, the inbox at `{root}/inbox/`.
+
+`DatasetStorage` is the interface the assets use; `LocalDatasetStorage` fills it with the local disk. An
+object-store implementation (UPath/fsspec) can fill the same interface later: every method takes names, not
+paths, and hands out local working paths only through `dataset_dir`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import dagster as dg
+
+from dataset_pipeline.settings import Settings
+
+#: Names that come from outside (user, project, dataset) must match this before they touch a path.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+RESERVED_NAMES = frozenset({"inbox", "_rejected", "_processing"})
+
+
+class UnsafePathError(ValueError):
+    """A name or path from outside would leave the storage root, or is not allowed as a name."""
+
+
+def check_name(value: str, kind: str) -> str:
+    """Validate one path component (user, project or dataset name) and return it unchanged."""
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or ".." in value:
+        raise UnsafePathError(
+            f"{kind} name {value!r} is not allowed: use 1-64 characters from letters, digits, '_', '-', '.', "
+            "starting with a letter or digit, without '..'"
+        )
+    if value.lower() in RESERVED_NAMES:
+        raise UnsafePathError(f"{kind} name {value!r} is reserved")
+    return value
+
+
+def _contained(root: Path, candidate: Path) -> Path:
+    """Resolve `candidate` and make sure it is under `root` and no existing part of it is a symlink."""
+    root = root.resolve()
+    current = root
+    for part in candidate.relative_to(root).parts if candidate.is_absolute() else candidate.parts:
+        if part in ("", ".", ".."):
+            raise UnsafePathError(f"path component {part!r} is not allowed in {candidate}")
+        current = current / part
+        if current.is_symlink():
+            raise UnsafePathError(f"{current} is a symlink; storage never follows symlinks")
+    resolved = current.resolve()
+    if not resolved.is_relative_to(root):
+        raise UnsafePathError(f"{candidate} resolves outside the storage root {root}")
+    return resolved
+
+
+class DatasetStorage(dg.ConfigurableResource, ABC):
+    """The storage interface the assets depend on."""
+
+    @abstractmethod
+    def dataset_dir(self, user: str, project: str, dataset: str) -> Path:
+        """Local folder of one dataset (validated names); created on demand."""
+
+    @abstractmethod
+    def inbox_dir(self) -> Path:
+        """Where uploads are dropped: `inbox/{user}/{project}/<name>.zip` or `<name>/`."""
+
+    @abstractmethod
+    def resolve(self, relative: str) -> Path:
+        """A path under the root from a root-relative string, refusing escapes and symlinks."""
+
+    @abstractmethod
+    def write_bytes(self, target: Path, data: bytes) -> Path:
+        """Write atomically: a temporary file in the same folder, then `os.replace`."""
+
+
+class LocalDatasetStorage(DatasetStorage):
+    """Datasets on the local disk under `root` (DATASET_STORAGE_ROOT, default ./storage)."""
+
+    root: str | None = None
+
+    @property
+    def root_path(self) -> Path:
+        root = Path(self.root).expanduser().resolve() if self.root else Settings.from_env().storage_root
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+    def dataset_dir(self, user: str, project: str, dataset: str) -> Path:
+        parts = (check_name(user, "user"), check_name(project, "project"), check_name(dataset, "dataset"))
+        path = _contained(self.root_path, Path(*parts))
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def inbox_dir(self) -> Path:
+        path = self.root_path / "inbox"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def rejected_dir(self) -> Path:
+        path = self.inbox_dir() / "_rejected"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def resolve(self, relative: str) -> Path:
+        candidate = Path(relative)
+        if candidate.is_absolute():
+            raise UnsafePathError(f"absolute path {relative!r} is not allowed; give a path under the storage root")
+        return _contained(self.root_path, candidate)
+
+    def write_bytes(self, target: Path, data: bytes) -> Path:
+        with atomic_writer(target) as handle:
+            handle.write(data)
+        return target
+
+
+@contextlib.contextmanager
+def atomic_writer(target: Path) -> Iterator[BinaryIO]:
+    """Yield a file that becomes `target` only when the block finishes; on error nothing is left behind."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+
+
+def replace_directory(staging: Path, target: Path) -> None:
+    """Swap a fully written `staging` folder into `target`, removing the previous content only afterwards."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
