@@ -17,6 +17,58 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     return run_dev(host=args.host, port=args.port)
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """Generate a sample, run all six assets headless, print the validation summary and export paths."""
+    import tempfile
+    from pathlib import Path
+
+    import dagster as dg
+
+    from dataset_pipeline.db import repository
+    from dataset_pipeline.db.database import Database
+    from dataset_pipeline.domain.model import DatasetFormat
+    from dataset_pipeline.domain.synthetic import generate_dataset
+    from dataset_pipeline.local_run import process_upload
+    from dataset_pipeline.runtime import prepare_runtime
+
+    runtime = prepare_runtime()
+    try:
+        with tempfile.TemporaryDirectory(prefix="dataset-pipeline-demo-") as scratch:
+            sample = generate_dataset(
+                Path(scratch) / "sample",
+                n_images=args.images,
+                fmt=DatasetFormat(args.format),
+                seed=args.seed,
+                zipped=True,
+            )
+            print(f"generated {args.images} images as {args.format}: {sample}", flush=True)
+            with dg.DagsterInstance.get() as instance:
+                key, result = process_upload(
+                    instance,
+                    sample,
+                    user="demo",
+                    project="samples",
+                    name=f"sample-{args.format}-{args.seed}-{args.images}",
+                )
+        database = Database(runtime.database_url)
+        with database.session() as session:
+            dataset = repository.find_dataset(session, key)
+            assert dataset is not None
+            print(f"\ndataset {key}: status {dataset.status}")
+            summary = dataset.validation_summary
+            print(
+                f"  images {summary.get('images')}, usable {summary.get('usable_images')}, "
+                f"quarantined {summary.get('quarantined')}, issues by severity {summary.get('by_severity')}"
+            )
+            print("  exports:")
+            for export in repository.exports_of(session, dataset.id):
+                print(f"    {export.format:5s} {export.path}  ({export.size_bytes:,} bytes)")
+        database.dispose()
+        return EXIT_OK if result.success else EXIT_FAILURE
+    finally:
+        runtime.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dataset-pipeline",
@@ -28,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default=os.environ.get("DAGSTER_HOST", "127.0.0.1"))
     dev.add_argument("--port", type=int, default=int(os.environ.get("DAGSTER_PORT", "3000")))
     dev.set_defaults(handler=_cmd_dev)
+
+    demo = sub.add_parser(
+        "demo", help="run the whole graph headless on a generated sample and print the exports"
+    )
+    demo.add_argument("--images", type=int, default=60)
+    demo.add_argument("--format", choices=["yolo", "coco", "voc"], default="yolo")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=_cmd_demo)
     return parser
 
 

@@ -6,6 +6,7 @@ then the embedded PostgreSQL, so nothing outlives the command.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -32,10 +33,8 @@ def stop_process_group(process: subprocess.Popen[bytes], grace: float = GRACE_SE
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # also reaps grandchildren that ignored SIGINT
-    except ProcessLookupError:
-        pass
     process.wait()
 
 
@@ -49,10 +48,17 @@ def run_dev(
     if before_start is not None:
         before_start(runtime)
     command = [
-        sys.executable, "-m", "dagster", "dev",
-        "-h", host, "-p", str(port),
-        "-w", str(PROJECT_ROOT / "workspace.yaml"),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-h",
+        host,
+        "-p",
+        str(port),
+        "-w",
+        str(PROJECT_ROOT / "workspace.yaml"),
+    ]
     env = {**os.environ, **runtime.environment()}
     process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, start_new_session=True)
     print(f"dataset_pipeline: Dagster UI on http://{host}:{port} (Ctrl-C stops everything)", flush=True)

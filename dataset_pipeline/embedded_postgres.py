@@ -67,7 +67,9 @@ def ensure_database(server_url: str, database: str) -> str:
     engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
-            exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": database}).first()
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": database}
+            ).first()
             if not exists:
                 conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
     finally:
@@ -116,8 +118,8 @@ def resolve_database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | No
     if settings.database_url:
         return normalize_url(settings.database_url), None
     if settings.environment == "production":
-        raise ConfigurationError("ENVIRONMENT=production needs DATABASE_URL; no embedded database in production.")
+        raise ConfigurationError(
+            "ENVIRONMENT=production needs DATABASE_URL; no embedded database in production."
+        )
     embedded = start_embedded(settings.embedded_pgdata)
     return ensure_database(embedded.server_url, APP_DATABASE), embedded
-
-

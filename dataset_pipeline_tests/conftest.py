@@ -106,7 +106,14 @@ def dagster_instance(dagster_home: Path):
     instance.dispose()
 
 
-_DB_FIXTURES = {"pg_server_url", "database_url", "migrated_database", "db", "dagster_home", "dagster_instance"}
+_DB_FIXTURES = {
+    "pg_server_url",
+    "database_url",
+    "migrated_database",
+    "db",
+    "dagster_home",
+    "dagster_instance",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,7 +7,7 @@ Large tables carry `dataset_id` so a dataset's rows can be replaced or read with
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -42,7 +42,7 @@ DATASET_STATUSES = (
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSONB, list[Any]: JSONB}
 
 
 def _created_at() -> Mapped[datetime]:

@@ -7,7 +7,10 @@ behind; files are written into a hidden staging folder next to the destination a
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import itertools
+import lzma
 import os
 import re
 import secrets
@@ -16,17 +19,31 @@ import stat
 import struct
 import unicodedata
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from dataset_pipeline.domain.model import DatasetError, Issue, Severity
 
 _GIB = 1 << 30
 _CHUNK = 1 << 20
-#: Entries smaller than this are not judged by their compression ratio: tiny text files compress absurdly well.
+#: Entries below this size are not judged by compression ratio: small text files compress absurdly well.
 _RATIO_FLOOR_BYTES = 1 << 20
-_NESTED_ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".tbz2", ".txz", ".zst")
+_NESTED_ARCHIVE_SUFFIXES = (
+    ".zip",
+    ".tar",
+    ".gz",
+    ".tgz",
+    ".bz2",
+    ".xz",
+    ".7z",
+    ".rar",
+    ".tbz2",
+    ".txz",
+    ".zst",
+)
 _SUPPORTED_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 _MAX_COMPONENT_BYTES = 255
@@ -63,7 +80,9 @@ class ExtractionReport:
 class UnsafeArchiveError(DatasetError):
     """The upload tries something an honest dataset never needs; the whole upload is rejected."""
 
-    def __init__(self, archive: Path, entry: str | None, problem: str, advice: str = _REUPLOAD_ADVICE) -> None:
+    def __init__(
+        self, archive: Path, entry: str | None, problem: str, advice: str = _REUPLOAD_ADVICE
+    ) -> None:
         self.archive = archive
         self.entry = entry
         self.problem = problem
@@ -177,20 +196,22 @@ class _NameRegistry:
             self._reject(path + "/", f"is a folder with the same name as the file {self._files[key]!r}")
         known = self._dirs.setdefault(key, path)
         if known != path:
-            self._reject(path + "/", f"has the same name as {known + '/'!r} once case and accents are ignored")
+            self._reject(
+                path + "/", f"has the same name as {known + '/'!r} when case and accents are ignored"
+            )
 
     def _reject(self, path: str, problem: str) -> None:
         raise UnsafeArchiveError(
             self._container,
             path,
             problem,
-            "Give every file and folder a distinct name (not differing only in case or accents) and upload again.",
+            "Give every file and folder a distinct name (not just by case or accents), then upload again.",
         )
 
 
 def _require_absent(destination: Path) -> None:
     if os.path.lexists(destination):
-        raise FileExistsError(f"{destination} already exists; extraction never writes into an existing folder")
+        raise FileExistsError(f"{destination} already exists; extraction never writes into existing folders")
 
 
 class _Staging:
@@ -286,7 +307,7 @@ def _safe_parts(archive: Path, raw_name: str) -> tuple[str, ...]:
     if not parts:
         raise UnsafeArchiveError(archive, raw_name, "has an empty name")
     if any(len(part.encode("utf-8", "surrogatepass")) > _MAX_COMPONENT_BYTES for part in parts):
-        raise UnsafeArchiveError(archive, raw_name, f"has a name part longer than {_MAX_COMPONENT_BYTES} bytes")
+        raise UnsafeArchiveError(archive, raw_name, f"has a name part over {_MAX_COMPONENT_BYTES} bytes")
     if len(raw_name.encode("utf-8", "surrogatepass")) > _MAX_PATH_BYTES:
         raise UnsafeArchiveError(archive, raw_name, f"has a path longer than {_MAX_PATH_BYTES} bytes")
     return parts
@@ -341,7 +362,10 @@ def _plan_zip(
         _check_entry_type(archive, info)
         if info.flag_bits & 0x1:
             raise UnsafeArchiveError(
-                archive, name, "is encrypted", "Upload the archive without a password (encryption is not supported)."
+                archive,
+                name,
+                "is encrypted",
+                "Upload the archive without a password; encryption is not supported.",
             )
         if info.compress_type not in _SUPPORTED_COMPRESSION:
             raise UnsafeArchiveError(
@@ -352,13 +376,13 @@ def _plan_zip(
             )
         if info.file_size > limits.max_entry_bytes:
             raise UnsafeArchiveError(
-                archive, name, f"declares {info.file_size} bytes, more than the limit of {limits.max_entry_bytes}"
+                archive, name, f"declares {info.file_size} bytes, over the limit of {limits.max_entry_bytes}"
             )
         total += info.file_size
         total_compressed += info.compress_size
         if total > limits.max_total_bytes:
             raise UnsafeArchiveError(
-                archive, name, f"takes the upload past {limits.max_total_bytes} bytes unpacked, the size limit"
+                archive, name, f"takes the upload past the limit of {limits.max_total_bytes} bytes unpacked"
             )
         _check_ratio(archive, name, info.file_size, info.compress_size, limits.max_compression_ratio)
         if _is_junk(parts):
@@ -383,26 +407,36 @@ def _plan_zip(
 def _reject_overlaps(archive: Path, zf: zipfile.ZipFile) -> None:
     """Refuse entries whose local header + data ranges overlap: the trick behind non-recursive zip bombs.
 
-    Junk entries are checked too: they are read from the same bytes even if they are never written.
+    The first pass needs only the central directory (a header is at least 30 bytes), so an entry pointing
+    into another's data is named as an overlap, not as corruption; the second pass uses real header sizes.
+    Junk entries are checked too: they share the same bytes even if they are never written.
     """
+    infos = zf.infolist()
+    _raise_on_overlap(
+        archive, [(i.header_offset, i.header_offset + _LOCAL_HEADER.size + i.compress_size, i) for i in infos]
+    )
     assert zf.fp is not None
-    spans: list[tuple[int, int, str]] = []
-    for info in zf.infolist():
+    spans: list[tuple[int, int, zipfile.ZipInfo]] = []
+    for info in infos:
         zf.fp.seek(info.header_offset)
         header = zf.fp.read(_LOCAL_HEADER.size)
         if len(header) != _LOCAL_HEADER.size or not header.startswith(_LOCAL_HEADER_SIGNATURE):
-            raise zipfile.BadZipFile(f"entry {info.orig_filename!r} has no local header at {info.header_offset}")
+            raise zipfile.BadZipFile(f"{info.orig_filename!r} has no local header at {info.header_offset}")
         fields = _LOCAL_HEADER.unpack(header)
         name_length, extra_length = fields[9], fields[10]
         end = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length + info.compress_size
-        spans.append((info.header_offset, end, info.orig_filename))
-    spans.sort()
-    for (_, previous_end, previous_name), (start, _, name) in zip(spans, spans[1:], strict=False):
+        spans.append((info.header_offset, end, info))
+    _raise_on_overlap(archive, spans)
+
+
+def _raise_on_overlap(archive: Path, spans: list[tuple[int, int, zipfile.ZipInfo]]) -> None:
+    ordered = sorted(spans, key=lambda span: (span[0], span[1]))
+    for (_, previous_end, previous), (start, _, info) in itertools.pairwise(ordered):
         if start < previous_end:
             raise UnsafeArchiveError(
                 archive,
-                name,
-                f"overlaps the data of {previous_name!r}; overlapping entries are how zip bombs multiply",
+                info.orig_filename,
+                f"overlaps the data of {previous.orig_filename!r}; overlapping entries are a zip bomb trick",
             )
 
 
@@ -410,15 +444,18 @@ def _write_zip_entry(
     archive: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path, parts: tuple[str, ...]
 ) -> int:
     """Stream one entry to disk, counting bytes because the sizes in the directory can lie."""
+    # zipfile silently cuts output at the declared size; asking for more lets the counter see a lie.
+    probe = copy.copy(info)
+    probe.file_size = info.file_size + _CHUNK
     written = 0
     fd = _open_new_file(staging, parts)
     try:
-        with zf.open(info) as source:
-            while chunk := source.read(_CHUNK):
+        with zf.open(probe) as source:
+            while chunk := _read_entry(source, info):
                 written += len(chunk)
                 if written > info.file_size:
                     raise UnsafeArchiveError(
-                        archive, info.orig_filename, f"produces more than the {info.file_size} bytes it declares"
+                        archive, info.orig_filename, f"produces more than its declared {info.file_size} bytes"
                     )
                 _write_all(fd, chunk)
     finally:
@@ -428,6 +465,18 @@ def _write_zip_entry(
             archive, info.orig_filename, f"produces {written} bytes but declares {info.file_size}"
         )
     return written
+
+
+def _read_entry(source: IO[bytes], info: zipfile.ZipInfo) -> bytes:
+    """Read the next chunk, reporting a broken compressed stream as a corrupt zip rather than a crash."""
+    try:
+        return source.read(_CHUNK)
+    except (zlib.error, lzma.LZMAError) as error:
+        raise zipfile.BadZipFile(f"{info.orig_filename!r}: {error}") from error
+    except OSError as error:
+        if error.errno is not None:  # a real I/O error on our side: let it be retried
+            raise
+        raise zipfile.BadZipFile(f"{info.orig_filename!r}: {error}") from error  # bz2's "Invalid data stream"
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -459,7 +508,12 @@ def _scan_folder(
         mode = entry_stat.st_mode
         if stat.S_ISLNK(mode):
             issues.append(
-                Issue(Severity.ERROR, "upload.symlink", relative, "a symbolic link; links are not followed or copied")
+                Issue(
+                    Severity.ERROR,
+                    "upload.symlink",
+                    relative,
+                    "a symbolic link; links are never followed or copied",
+                )
             )
         elif stat.S_ISDIR(mode):
             registry.add_dir(parts)
@@ -476,7 +530,7 @@ def _scan_folder(
             total += size
             if total > limits.max_total_bytes:
                 raise UnsafeArchiveError(
-                    source, relative, f"takes the upload past {limits.max_total_bytes} bytes, the size limit"
+                    source, relative, f"takes the upload past the limit of {limits.max_total_bytes} bytes"
                 )
             files.append((parts, size, (entry_stat.st_dev, entry_stat.st_ino)))
         else:

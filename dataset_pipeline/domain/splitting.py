@@ -21,7 +21,7 @@ from dataset_pipeline.domain.model import SPLITS
 
 
 class DisjointSets:
-    """Union-find over string keys; the root of a set is its smallest key, so results do not depend on order."""
+    """Union-find over string keys; a set's root is its smallest key, so results do not depend on order."""
 
     def __init__(self) -> None:
         self._parent: dict[str, str] = {}
@@ -100,7 +100,9 @@ class SplitResult:
     images_per_split: dict[str, int]
     boxes_per_split: dict[str, int]
     augmented_per_split: dict[str, int]
-    class_shares: pd.DataFrame  # split, class_index, class_name, images, share
+    class_shares: (
+        pd.DataFrame
+    )  # split, class_index, class_name, images, share (of the class's counted images)
     metrics: SplitMetrics
     random_baseline_metrics: SplitMetrics
     groups: int
@@ -126,7 +128,7 @@ def _normalized_ratios(ratios: Sequence[float], splits: Sequence[str]) -> np.nda
 
 
 def _desired_label_counts(total: np.ndarray, ratios: np.ndarray) -> np.ndarray:
-    """Per class and split, how many images it should get (classes × splits).
+    """Per class and split, how many images it should get (classes x splits).
 
     Deviation from the paper: a class with at least one image per split is promised at least one image in
     every split (taken from the largest share), so a class on 6 images lands 4/1/1 rather than 5/1/0.
@@ -155,7 +157,7 @@ def _pick(candidates: list[int], *keys: np.ndarray, rng: random.Random) -> int:
 
 
 def _label_matrix(groups: Sequence[_Group], n_classes: int) -> np.ndarray:
-    """Groups × classes: how many counted images of each group show each class."""
+    """Groups x classes: how many counted images of each group show each class."""
     matrix = np.zeros((len(groups), n_classes), dtype=np.float32)
     for index, group in enumerate(groups):
         for label, count in group.labels.items():
@@ -164,41 +166,55 @@ def _label_matrix(groups: Sequence[_Group], n_classes: int) -> np.ndarray:
 
 
 def _stratify(
-    groups: list[_Group], label_matrix: np.ndarray, weights: np.ndarray, ratios: np.ndarray, rng: random.Random
+    groups: list[_Group],
+    label_matrix: np.ndarray,
+    weights: np.ndarray,
+    ratios: np.ndarray,
+    rng: random.Random,
 ) -> np.ndarray:
-    """Algorithm 1 of Sechidis et al. over groups; returns a split index per group."""
-    n_classes = label_matrix.shape[1]
+    """Algorithm 1 of Sechidis et al. over groups; returns a split index per group.
+
+    Two additions: groups of a label are taken largest first (small ones then fill the gaps), and a class
+    on more than half of the images is also stratified by its absence, as a pseudo-label. Its
+    positive/negative ratio (what LD measures) hinges on the few images without it, which the plain
+    algorithm places only by chance while serving other labels.
+    """
     placed = np.array([-1 if g.fixed is None else g.fixed for g in groups], dtype=int)
+    fixed = placed >= 0
+    totals = label_matrix.sum(axis=0)
+    frequent = totals > weights.sum() / 2
+    matrix = np.hstack([label_matrix, weights[:, None] - label_matrix[:, frequent]])
 
     active = [j for j in range(len(ratios)) if ratios[j] > 0]
     desired = ratios * weights.sum()
-    desired_labels = _desired_label_counts(label_matrix.sum(axis=0), ratios)
-    fixed = placed >= 0
+    desired_labels = _desired_label_counts(matrix.sum(axis=0), ratios)
     for j in range(len(ratios)):
         in_split = placed == j
         desired[j] -= weights[in_split].sum()
-        desired_labels[:, j] -= label_matrix[in_split].sum(axis=0)
+        desired_labels[:, j] -= matrix[in_split].sum(axis=0)
 
     order = list(range(len(groups)))
     rng.shuffle(order)
-    by_label: list[list[int]] = [[] for _ in range(n_classes)]
-    for index in order:
-        if not fixed[index]:
-            for label in groups[index].labels:
-                by_label[label].append(index)
-    remaining = label_matrix[~fixed].sum(axis=0)
+    order.sort(key=lambda index: -weights[index])  # stable: equal weights keep their seeded order
+    rank = np.empty(len(groups), dtype=np.int64)
+    rank[order] = np.arange(len(groups))
+    by_label: list[np.ndarray] = []
+    for label in range(matrix.shape[1]):
+        members = np.nonzero((matrix[:, label] > 0) & ~fixed)[0]
+        by_label.append(members[np.argsort(rank[members])])
+    remaining = matrix[~fixed].sum(axis=0)
 
     while (remaining > 0).any():
         fewest = remaining[remaining > 0].min()
         label = rng.choice([int(i) for i in np.nonzero(remaining == fewest)[0]])
-        for index in by_label[label]:
+        for index in by_label[label].tolist():
             if placed[index] >= 0:
                 continue
             split = _pick(active, desired_labels[label], desired, rng=rng)
             placed[index] = split
             desired[split] -= weights[index]
-            desired_labels[:, split] -= label_matrix[index]
-            remaining -= label_matrix[index]
+            desired_labels[:, split] -= matrix[index]
+            remaining -= matrix[index]
 
     for index in order:  # groups without any class: wherever the most images are still wanted
         if placed[index] < 0:
@@ -226,7 +242,7 @@ def _random_split(weights: np.ndarray, ratios: np.ndarray, rng: random.Random) -
 def split_metrics(
     label_matrix: np.ndarray, weights: np.ndarray, placed: np.ndarray, ratios: np.ndarray
 ) -> SplitMetrics:
-    """LD, ED and FZ for examples with per-class counts (`label_matrix`, examples × classes) placed in splits.
+    """LD, ED and FZ for examples with per-class counts (`label_matrix`, examples x classes) placed in splits.
 
     LD compares each split's positive/negative ratio per class with the whole set's; where a split has no
     negatives the denominator is taken as 1 (the paper leaves it undefined).
@@ -248,7 +264,9 @@ def split_metrics(
         label_distribution = float(np.abs(per_split - overall[None, :]).mean())
     else:
         label_distribution = 0.0
-    examples_distribution = float(np.abs(split_sizes - ratios * total)[active].mean()) if active.any() else 0.0
+    examples_distribution = (
+        float(np.abs(split_sizes - ratios * total)[active].mean()) if active.any() else 0.0
+    )
     zero_folds = int(((split_labels[active][:, present]) == 0).sum())
     return SplitMetrics(label_distribution, examples_distribution, zero_folds)
 
@@ -292,13 +310,17 @@ def _fix_source_splits(
     position = {name: j for j, name in enumerate(splits)}
     conflicts: list[str] = []
     for group in groups:
-        voters = [i for i in group.items if not (originals_only_in_eval and items[i].is_augmented)] or group.items
-        votes = Counter(items[i].source_split for i in voters if items[i].source_split in position)
+        voters = [
+            i for i in group.items if not (originals_only_in_eval and items[i].is_augmented)
+        ] or group.items
+        votes = Counter(
+            split for i in voters if (split := items[i].source_split) is not None and split in position
+        )
         if not votes:
             continue
         # Most votes wins; a tie goes to the split listed first (train before val before test).
-        winner = min(votes, key=lambda name: (-votes[name], position[name or ""]))
-        group.fixed = position[winner or ""]
+        winner = min(votes, key=lambda name: (-votes[name], position[name]))
+        group.fixed = position[winner]
         if len(votes) > 1:
             keys = sorted(items[i].key for i in group.items)
             shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
@@ -324,17 +346,24 @@ def assign_splits(
 
     The first of `splits` is the training split: with `originals_only_in_eval`, augmented copies whose
     original lands elsewhere are dropped, and ratios and metrics count originals only. With
-    `keep_source_splits`, groups keep their source split and only images without one are stratified.
+    `keep_source_splits`, groups keep their source split (the majority of the group's, reported in
+    `source_split_conflicts` when they disagree) and only groups without one are stratified; source splits
+    not among `splits` count as none.
     """
     split_names = tuple(splits)
     normalized = _normalized_ratios(ratios, split_names)
     groups = _build_groups(items, duplicate_groups, originals_only_in_eval)
-    conflicts = _fix_source_splits(items, groups, split_names, originals_only_in_eval) if keep_source_splits else []
+    conflicts = (
+        _fix_source_splits(items, groups, split_names, originals_only_in_eval) if keep_source_splits else []
+    )
     if originals_only_in_eval:
         for group in groups:
             if group.weight == 0 and group.fixed is None:
                 group.fixed = 0  # copies of an image that is not in the upload: training material only
 
+    min_class = min((c for item in items for c in item.classes), default=0)
+    if min_class < 0:
+        raise ValueError(f"class indices must be non-negative, got {min_class}.")
     max_class = max((c for item in items for c in item.classes), default=-1)
     n_classes = max(len(class_names or ()), max_class + 1)
     label_matrix = _label_matrix(groups, n_classes)
@@ -381,7 +410,8 @@ def _class_shares(
     n_classes = label_matrix.shape[1]
     totals = label_matrix.sum(axis=0)
     names = [
-        class_names[c] if class_names is not None and c < len(class_names) else str(c) for c in range(n_classes)
+        class_names[c] if class_names is not None and c < len(class_names) else str(c)
+        for c in range(n_classes)
     ]
     frames = []
     for j, split in enumerate(splits):

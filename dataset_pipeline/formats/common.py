@@ -7,7 +7,7 @@ import posixpath
 import re
 from pathlib import Path
 
-from dataset_pipeline.domain.model import Issue, LabelParseError, Severity
+from dataset_pipeline.domain.model import SPLITS, CanonicalDataset, Issue, LabelParseError, Severity
 
 #: Suffixes (lower case) of the files the pipeline treats as images.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -44,7 +44,7 @@ def is_image_path(path: str) -> bool:
 
 
 def normalize_split(name: str) -> str | None:
-    """Map the split names sources use (`valid`, `Training`, ...) onto `SPLITS`, or None when it is not one."""
+    """Map the split names sources use (`valid`, `Training`, ...) onto `SPLITS`; None when not a split."""
     return _SPLIT_ALIASES.get(name.strip().lower())
 
 
@@ -87,7 +87,9 @@ def list_files(root: Path) -> list[str]:
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root).as_posix()
         prefix = "" if rel_dir == "." else rel_dir + "/"
-        dirnames[:] = [d for d in dirnames if d not in _JUNK_DIRS and not os.path.islink(os.path.join(dirpath, d))]
+        dirnames[:] = [
+            d for d in dirnames if d not in _JUNK_DIRS and not os.path.islink(os.path.join(dirpath, d))
+        ]
         for name in filenames:
             rel = prefix + name
             if not is_junk(rel) and not os.path.islink(os.path.join(dirpath, name)):
@@ -97,7 +99,7 @@ def list_files(root: Path) -> list[str]:
 
 
 def decode_text(data: bytes, file: str) -> str:
-    """Decode strict UTF-8 (a leading BOM is dropped); anything else is a `LabelParseError` naming the byte."""
+    """Decode strict UTF-8 (a leading BOM dropped); anything else is a `LabelParseError` naming the byte."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -151,6 +153,57 @@ def with_image(issues: list[Issue], image: str | None) -> list[Issue]:
     if image is None:
         return issues
     return [
-        Issue(i.severity, i.code, i.file, i.message, i.line, i.annotation_id, image if i.image is None else i.image)
+        Issue(
+            i.severity,
+            i.code,
+            i.file,
+            i.message,
+            i.line,
+            i.annotation_id,
+            image if i.image is None else i.image,
+        )
         for i in issues
     ]
+
+
+def check_export_names(dataset: CanonicalDataset, what: str, *, unique_stems_per_split: bool | None) -> None:
+    """Refuse input a writer cannot place: folders or duplicates in file names, splits that are not folder
+    names, and (where label files are named by image stem) `a.jpg` beside `a.png`. `unique_stems_per_split`
+    None skips the stem check, True checks within each split, False across the whole dataset."""
+    names: set[str] = set()
+    stems: dict[tuple[str, str], str] = {}
+    for image in dataset.images:
+        name = image.file_name
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise ValueError(f"{what}: image file name {name!r} must be a plain file name without folders")
+        if name in names:
+            raise ValueError(f"{what}: image file name {name!r} appears twice; file names must be unique")
+        names.add(name)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", image.split) or image.split in (".", ".."):
+            raise ValueError(f"{what}: split {image.split!r} of {name} is not a usable folder name")
+        if unique_stems_per_split is not None:
+            key = (image.split if unique_stems_per_split else "", posixpath.splitext(name)[0])
+            if key in stems:
+                raise ValueError(
+                    f"{what}: {stems[key]} and {name} share the stem {key[1]!r}, so their label files would "
+                    "collide; rename one"
+                )
+            stems[key] = name
+
+
+def split_order(split: str) -> tuple[int, str]:
+    """Sort key putting train, val, test first and any other split after them by name."""
+    return (SPLITS.index(split) if split in SPLITS else len(SPLITS), split)
+
+
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_MAX_NUMBER_CHARS = 64
+
+
+def parse_decimal(token: str) -> float | None:
+    """A strictly ASCII decimal number, else None: `float()` alone would also take `nan`, `inf`, `1_0` and
+    Arabic-Indic digits, none of which a label file should hold. May return ±inf for huge exponents."""
+    token = token.strip()
+    if len(token) > _MAX_NUMBER_CHARS or not _DECIMAL.fullmatch(token):
+        return None
+    return float(token)

@@ -108,7 +108,9 @@ class LocalDatasetStorage(DatasetStorage):
     def resolve(self, relative: str) -> Path:
         candidate = Path(relative)
         if candidate.is_absolute():
-            raise UnsafePathError(f"absolute path {relative!r} is not allowed; give a path under the storage root")
+            raise UnsafePathError(
+                f"absolute path {relative!r} is not allowed; give a path under the storage root"
+            )
         return _contained(self.root_path, candidate)
 
     def write_bytes(self, target: Path, data: bytes) -> Path:

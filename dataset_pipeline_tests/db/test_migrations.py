@@ -62,7 +62,11 @@ def test_one_dataset_per_project_and_content_hash(db):
 def test_copy_rows_round_trips_awkward_values(db):
     with db.engine.begin() as conn:
         conn.execute(sa.text("CREATE TEMP TABLE t (a text, b int, c double precision, d jsonb, e boolean)"))
-        rows = [('say "hi",\nthere', 1, 0.1, {"k": [1, 2]}, True), (None, None, None, None, False), ("", 0, 1e-9, {}, None)]
+        rows = [
+            ('say "hi",\nthere', 1, 0.1, {"k": [1, 2]}, True),
+            (None, None, None, None, False),
+            ("", 0, 1e-9, {}, None),
+        ]
         assert copy_rows(conn, "t", ["a", "b", "c", "d", "e"], rows) == 3
         got = conn.execute(sa.text("SELECT a, b, c, d, e FROM t ORDER BY b NULLS FIRST")).all()
     assert got[0] == (None, None, None, None, False)

@@ -1,0 +1,197 @@
+"""augmented_dataset: new training images from an albumentations recipe set in the launchpad (old POST /augment)."""
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from dataset_pipeline.assets.common import dataset_row, png_markdown, progress_logger, source_root
+from dataset_pipeline.assets.distribution import class_distribution
+from dataset_pipeline.db import repository
+from dataset_pipeline.db.models import Dataset
+from dataset_pipeline.domain.augmentation import (
+    DEFAULT_RECIPE,
+    AugmentationRecipe,
+    RecipeError,
+    augment_many,
+    load_upright_rgb,
+    make_tasks,
+    recipe_to_dict,
+    spec_from_dict,
+    validate_recipe,
+)
+from dataset_pipeline.domain.model import Box, CanonicalImage, LabelState
+from dataset_pipeline.domain.sample_grid import sample_grid_png
+from dataset_pipeline.partitions import dataset_partitions
+from dataset_pipeline.resources.database import DatabaseResource
+from dataset_pipeline.resources.storage import replace_directory
+
+AUGMENTED_FOLDER = "augmented"
+
+
+class TransformConfig(dg.Config):
+    name: str = Field(description="An albumentations transform class, e.g. HorizontalFlip, Affine, OneOf")
+    params: dict[str, Any] = Field(default={}, description="Its keyword arguments")
+    p: float = Field(default=1.0, description="Probability of applying it")
+
+
+class AugmentationConfig(dg.Config):
+    """The recipe, editable in the launchpad; the default is a mild detection-safe recipe."""
+
+    transforms: list[TransformConfig] = Field(
+        default=[
+            {"name": t.name, "params": t.params, "p": t.p}  # type: ignore[misc]
+            for t in DEFAULT_RECIPE.transforms
+        ]
+    )
+    copies_per_image: int = Field(default=DEFAULT_RECIPE.copies_per_image, ge=0, le=50)
+    seed: int = DEFAULT_RECIPE.seed
+    min_visibility: float = Field(default=DEFAULT_RECIPE.min_visibility, ge=0.0, le=1.0)
+    min_area: float = Field(default=DEFAULT_RECIPE.min_area, ge=0.0)
+    splits: list[str] = Field(
+        default=list(DEFAULT_RECIPE.splits),
+        description="Source splits to augment; images without a source split count as train",
+    )
+    jpeg_quality: int = Field(default=DEFAULT_RECIPE.jpeg_quality, ge=50, le=100)
+    workers: int = Field(default=0, description="Augmentation processes; 0 = one per CPU")
+
+    def recipe(self) -> AugmentationRecipe:
+        specs = [
+            spec_from_dict(t if isinstance(t, dict) else t.model_dump(), f"transforms[{i}]")
+            for i, t in enumerate(self.transforms)
+        ]
+        return AugmentationRecipe(
+            transforms=specs,
+            copies_per_image=self.copies_per_image,
+            seed=self.seed,
+            min_visibility=self.min_visibility,
+            min_area=self.min_area,
+            splits=tuple(self.splits),
+            jpeg_quality=self.jpeg_quality,
+        )
+
+
+def augmented_name(source_relative_path: str, copy_index: int) -> str:
+    stem = Path(source_relative_path).with_suffix("").as_posix().replace("/", "__")
+    return f"{stem}__aug{copy_index}.jpg"
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    deps=[class_distribution],
+    group_name="augment",
+    kinds={"python", "postgres"},
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    automation_condition=dg.AutomationCondition.eager(),
+    description="Augmented copies of valid training images, each stored with its source and recipe.",
+)
+def augmented_dataset(
+    context: dg.AssetExecutionContext, config: AugmentationConfig, database: DatabaseResource
+) -> dg.MaterializeResult:
+    try:
+        recipe = config.recipe()
+        validate_recipe(recipe)
+    except RecipeError as error:
+        raise dg.Failure(f"the augmentation recipe is not valid: {error}", allow_retries=False) from error
+
+    with database.session() as session:
+        dataset = dataset_row(session, context.partition_key)
+        dataset_id, class_names = dataset.id, list(dataset.class_names)
+        files, dataset_dir = source_root(dataset), Path(dataset.storage_path or "")
+        originals = repository.load_usable_images(session, dataset_id, include_augmented=False)
+
+    by_key = {image.relative_path: image for image in originals}
+    canonical = [
+        CanonicalImage(
+            file_name=image.relative_path,
+            source_path=files / image.relative_path,
+            width=image.width,
+            height=image.height,
+            split=image.source_split or "train",
+            boxes=image.boxes,
+            label_state=LabelState(image.label_state),
+        )
+        for image in originals
+    ]
+    tasks = make_tasks(canonical, recipe)
+    context.log.info(f"augmenting {len(tasks)} copies of {len(originals)} images")
+
+    staging = dataset_dir / f".{AUGMENTED_FOLDER}-new"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    recipe_dict = recipe_to_dict(recipe)
+    rows: list[repository.ImageRow] = []
+    kept = dropped = 0
+    samples: list[tuple[Any, list[Box], Any, list[Box]]] = []
+    try:
+        for result in augment_many(
+            tasks, workers=config.workers or None, progress=progress_logger(context, "augment")
+        ):
+            source = by_key[result.source_key]
+            name = augmented_name(result.source_key, result.copy_index)
+            (staging / name).write_bytes(result.jpeg)
+            import hashlib
+
+            rows.append(
+                repository.ImageRow(
+                    relative_path=name,
+                    sha256=hashlib.sha256(result.jpeg).hexdigest(),
+                    size_bytes=len(result.jpeg),
+                    format="JPEG",
+                    mode="RGB",
+                    width=result.width,
+                    height=result.height,
+                    exif_orientation=1,
+                    dhash=None,
+                    label_state=(LabelState.LABELLED if result.boxes else LabelState.BACKGROUND).value,
+                    source_split=source.source_split,
+                    quarantined=False,
+                    boxes=list(result.boxes),
+                    is_augmented=True,
+                    source_image_id=source.id,
+                    recipe={**recipe_dict, "copy_index": result.copy_index, "seed": result.seed},
+                )
+            )
+            kept += len(result.boxes)
+            dropped += result.boxes_dropped
+            if len(samples) < 4:
+                import cv2
+                import numpy as np
+
+                augmented = cv2.cvtColor(
+                    cv2.imdecode(np.frombuffer(result.jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+                )
+                samples.append(
+                    (
+                        load_upright_rgb(files / source.relative_path),
+                        source.boxes,
+                        augmented,
+                        list(result.boxes),
+                    )
+                )
+        replace_directory(staging, dataset_dir / AUGMENTED_FOLDER)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    with database.session() as session:
+        repository.replace_augmented(session, dataset_id, rows)
+        dataset = session.get(Dataset, dataset_id)
+        repository.set_status(session, dataset, "augmented")
+
+    metadata: dict[str, Any] = {
+        "source_images": len({task.source_key for task in tasks}),
+        "images_made": len(rows),
+        "boxes_kept": kept,
+        "boxes_dropped": dropped,
+        "recipe": dg.MetadataValue.json(recipe_dict),
+        "stored_at": dg.MetadataValue.path(str(dataset_dir / AUGMENTED_FOLDER)),
+    }
+    if samples:
+        metadata["samples"] = dg.MetadataValue.md(
+            png_markdown(sample_grid_png(samples, class_names), "samples")
+        )
+    return dg.MaterializeResult(metadata=metadata)

@@ -1,0 +1,37 @@
+"""Small helpers every stage uses: finding the dataset row and its files, logging progress."""
+
+import base64
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+from sqlalchemy.orm import Session
+
+from dataset_pipeline.db import repository
+from dataset_pipeline.db.models import Dataset
+
+
+def dataset_row(session: Session, partition_key: str) -> Dataset:
+    try:
+        return repository.dataset_by_partition(session, partition_key)
+    except repository.DatasetNotFound as error:
+        raise dg.Failure(str(error), allow_retries=False) from error
+
+
+def source_root(dataset: Dataset) -> Path:
+    """The unpacked upload (`files/`) of an ingested dataset."""
+    if not dataset.storage_path:
+        raise dg.Failure(f"dataset {dataset.partition_key} was never ingested; materialise raw_upload first")
+    return Path(dataset.storage_path) / "files"
+
+
+def progress_logger(context: dg.AssetExecutionContext, what: str) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        context.log.info(f"{what}: {done}/{total} ({done / max(total, 1):.0%})")
+
+    return report
+
+
+def png_markdown(png: bytes, alt: str) -> str:
+    """Embed a PNG in markdown metadata so the UI shows the picture inline."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"

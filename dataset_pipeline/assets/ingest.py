@@ -1,0 +1,201 @@
+"""raw_upload: take a dropped zip or folder, unpack it safely, tell its format, and record the dataset."""
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from dataset_pipeline.db import repository
+from dataset_pipeline.db.models import Dataset
+from dataset_pipeline.domain.model import DatasetError
+from dataset_pipeline.domain.naming import dataset_folder_name, dataset_name_from_drop
+from dataset_pipeline.domain.safe_extract import ExtractionLimits, copy_folder, extract_zip, sha256_file
+from dataset_pipeline.formats import detect_format
+from dataset_pipeline.partitions import dataset_partitions
+from dataset_pipeline.resources.database import DatabaseResource
+from dataset_pipeline.resources.storage import LocalDatasetStorage, check_name, replace_directory
+
+
+class RawUploadConfig(dg.Config):
+    """Where the upload is and whose it is. The inbox sensor and the CLI fill this in; in the launchpad,
+    leave `source_path` empty to re-ingest the copy kept in the dataset's `source/` folder."""
+
+    source_path: str = Field(
+        default="", description="A .zip or a folder (absolute, or relative to the storage root)"
+    )
+    user: str = ""
+    project: str = ""
+    name: str = Field(default="", description="Dataset name; defaults to the file name without .zip")
+    max_entries: int = 200_000
+    max_total_gb: float = 20.0
+    max_compression_ratio: float = 200.0
+
+
+def content_sha256(source: Path) -> str:
+    """sha256 of a zip's bytes, or of a folder's sorted (path, file sha256) list: same bytes, same dataset."""
+    if source.is_file():
+        return sha256_file(source)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in source.rglob("*") if p.is_file() and not p.is_symlink()):
+        digest.update(f"{path.relative_to(source).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def keep_source_copy(source: Path, target: Path, *, move: bool) -> None:
+    """Put the upload into the dataset's `source/`: inbox drops are moved (the inbox then shows only what is
+    pending), anything else is copied, never touching the user's original. Atomic either way."""
+    staging = target.with_name(f".{target.name}.incoming")
+    if staging.exists():
+        shutil.rmtree(staging) if staging.is_dir() else staging.unlink()
+    if move:
+        os.replace(source, staging)
+    elif source.is_dir():
+        shutil.copytree(source, staging, symlinks=True)
+    else:
+        shutil.copyfile(source, staging)
+    if target.exists():
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    os.replace(staging, target)
+
+
+def _reject(storage: LocalDatasetStorage, source: Path, reason: str) -> None:
+    """Move a drop out of the inbox into inbox/_rejected/ with a note saying why."""
+    inbox = storage.inbox_dir()
+    if not source.is_relative_to(inbox) or not source.exists():
+        return
+    target = storage.rejected_dir() / source.name
+    if target.exists():
+        target = target.with_name(f"{source.name}.{os.getpid()}")
+    os.replace(source, target)
+    storage.write_bytes(target.with_name(target.name + ".error.txt"), (reason + "\n").encode())
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    group_name="ingest",
+    kinds={"python", "postgres"},
+    output_required=False,
+    description="The upload, unpacked safely into storage/{user}/{project}/{dataset}/files with its format told.",
+)
+def raw_upload(
+    context: dg.AssetExecutionContext,
+    config: RawUploadConfig,
+    database: DatabaseResource,
+    storage: LocalDatasetStorage,
+):
+    partition_key = context.partition_key
+    with database.session() as session:
+        existing = repository.find_dataset(session, partition_key)
+    if existing is None and not config.source_path:
+        raise dg.Failure(
+            f"partition {partition_key!r} has no dataset yet: give source_path, user and project"
+        )
+
+    if config.source_path:
+        source = Path(config.source_path)
+        source = source if source.is_absolute() else storage.resolve(config.source_path)
+        user = check_name(config.user, "user")
+        project = check_name(config.project, "project")
+        name = check_name(config.name or dataset_name_from_drop(source.name), "dataset")
+    else:
+        assert existing is not None
+        with database.session() as session:
+            user, project = repository.owner_of(session, existing)
+        name = existing.name
+        source = Path(existing.source_path)
+    if not source.exists() or source.is_symlink():
+        raise dg.Failure(f"{source}: the upload does not exist (or is a symlink); drop it again")
+
+    context.log.info(f"hashing {source}")
+    sha256 = content_sha256(source)
+    with database.session() as session:
+        project_row = repository.get_or_create_project(session, user, project)
+        duplicate = repository.duplicate_of(session, project_row.id, sha256, partition_key)
+        if duplicate is not None:
+            message = (
+                f"{source.name} has the same content (sha256 {sha256[:12]}…) as dataset {duplicate.partition_key!r}"
+                f" of {user}/{project}; it was not processed again."
+            )
+            context.log.warning(message)
+            _reject(storage, source, message)
+            return  # no materialisation: the rest of the graph is skipped for this partition
+        dataset = repository.find_dataset(session, partition_key)
+        if dataset is None:
+            version = repository.next_version(session, project_row.id, name)
+            dataset = Dataset(
+                project_id=project_row.id,
+                name=name,
+                version=version,
+                partition_key=partition_key,
+                source_path=str(source),
+                source_kind="zip" if source.is_file() else "folder",
+                content_sha256=sha256,
+                status="pending",
+                class_names=[],
+                file_count=0,
+                total_bytes=0,
+                validation_summary={},
+            )
+            session.add(dataset)
+            session.flush()
+        dataset.content_sha256 = sha256
+        repository.set_status(session, dataset, "pending")
+        dataset_id, version = dataset.id, dataset.version
+
+    dataset_dir = storage.dataset_dir(user, project, dataset_folder_name(name, version))
+    source_dir = dataset_dir / "source"
+    source_dir.mkdir(exist_ok=True)
+    kept_source = source_dir / source.name
+    if source != kept_source:
+        keep_source_copy(source, kept_source, move=source.is_relative_to(storage.inbox_dir()))
+
+    limits = ExtractionLimits(
+        max_entries=config.max_entries,
+        max_total_bytes=int(config.max_total_gb * 1024**3),
+        max_compression_ratio=config.max_compression_ratio,
+    )
+    files_dir = dataset_dir / "files"
+    staging = dataset_dir / ".files-new"
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        if kept_source.is_file():
+            report = extract_zip(kept_source, staging, limits)
+        else:
+            report = copy_folder(kept_source, staging, limits)
+        detected = detect_format(staging)
+    except DatasetError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        with database.session() as session:
+            dataset = session.get(Dataset, dataset_id)
+            repository.set_status(session, dataset, "failed", str(error))
+        raise dg.Failure(description=str(error), allow_retries=False) from error
+    replace_directory(staging, files_dir)
+
+    with database.session() as session:
+        dataset = session.get(Dataset, dataset_id)
+        dataset.source_path = str(kept_source)
+        dataset.format = str(detected)
+        dataset.file_count = report.files_written
+        dataset.total_bytes = report.bytes_written
+        dataset.storage_path = str(dataset_dir)
+        repository.set_status(session, dataset, "ingested")
+
+    for issue in report.issues:
+        context.log.warning(f"{issue.location()}: {issue.message}")
+    yield dg.MaterializeResult(
+        metadata={
+            "dataset": partition_key,
+            "owner": f"{user}/{project}",
+            "format": str(detected),
+            "files": report.files_written,
+            "bytes": dg.MetadataValue.int(report.bytes_written),
+            "skipped_files": len(report.issues) + report.junk_skipped,
+            "sha256": sha256,
+            "stored_at": dg.MetadataValue.path(str(files_dir)),
+        },
+        data_version=dg.DataVersion(sha256),
+    )

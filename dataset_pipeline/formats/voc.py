@@ -1,0 +1,516 @@
+"""Pascal VOC detection datasets: `Annotations/<id>.xml`, `JPEGImages/`, `ImageSets/Main/<split>.txt` and, as
+Datumaro and CVAT write it, `labelmap.txt` declaring the classes.
+
+VOC coordinates are 1-based inclusive pixels; the canonical box is `(xmin - 1, ymin - 1, xmax, ymax)` and the
+writer adds the 1 back, so a round trip is exact.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import DefusedXMLParser, ParseError
+
+from dataset_pipeline.domain.model import (
+    AttributeValue,
+    BoxFormat,
+    CanonicalDataset,
+    DatasetFormat,
+    Issue,
+    LabelParseError,
+    LabelState,
+    ParsedDataset,
+    RenderedDataset,
+    Severity,
+    SourceBox,
+    SourceImage,
+)
+from dataset_pipeline.formats.common import (
+    CodedParseError,
+    check_export_names,
+    decode_text,
+    is_image_path,
+    list_files,
+    normalize_split,
+    parse_decimal,
+    split_order,
+    text_lines,
+    with_image,
+)
+
+_FLAGS = ("difficult", "truncated", "occluded")
+_COORDS = ("xmin", "ymin", "xmax", "ymax")
+_TRAINVAL = "trainval"
+
+
+@dataclass(slots=True)
+class VocObject:
+    """One `<object>`: class name, canonical xyxy pixels, kept attributes, and where it is in the file."""
+
+    name: str
+    coords: tuple[float, float, float, float]
+    attributes: dict[str, AttributeValue]
+    number: int  # 1-based position among the file's <object> elements
+    line: int | None
+
+
+@dataclass(slots=True)
+class VocAnnotation:
+    """One annotation XML: the image it names, its declared size, valid objects and the problems met."""
+
+    filename: str | None
+    width: int | None
+    height: int | None
+    object_count: int  # every <object>, including the ones left out for errors
+    objects: list[VocObject] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+
+
+class _LineTreeBuilder(ET.TreeBuilder):
+    """Remembers the line each element starts on, so issues can point at the `<object>` in the file."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parser: DefusedXMLParser | None = None
+        self.lines: dict[int, int] = {}
+
+    def start(self, tag: str, attrs: dict[str, str]) -> ET.Element:
+        element = super().start(tag, attrs)
+        if self.parser is not None:
+            self.lines[id(element)] = self.parser.parser.CurrentLineNumber
+        return element
+
+
+def _parse_xml(data: bytes, file: str) -> tuple[ET.Element, dict[int, int]]:
+    builder = _LineTreeBuilder()
+    parser = DefusedXMLParser(target=builder, forbid_dtd=True)
+    builder.parser = parser
+    try:
+        parser.feed(data)
+        return parser.close(), builder.lines
+    except DefusedXmlException:
+        raise CodedParseError(
+            "voc.xml_unsafe",
+            file,
+            "declares a DTD or entities, which are refused for safety; export the XML without a DOCTYPE",
+        ) from None
+    except ParseError as error:
+        line = error.position[0] if error.position else None
+        raise CodedParseError("voc.xml_malformed", file, f"is not well-formed XML ({error})", line) from None
+    except (ValueError, LookupError) as error:
+        raise CodedParseError("voc.xml_malformed", file, f"cannot be read as XML ({error})") from None
+
+
+def parse_annotation(data: bytes, file: str) -> VocAnnotation:
+    """Parse one VOC annotation XML; raises `LabelParseError` (with `.code`) only when the XML itself is
+    unsafe, malformed or not a VOC `<annotation>`; bad objects become issues."""
+    root, lines = _parse_xml(data, file)
+    if root.tag != "annotation":
+        raise CodedParseError("voc.xml_structure", file, f"has root <{root.tag[:50]}>, expected <annotation>")
+    issues: list[Issue] = []
+    width, height = _read_size(root, file, issues)
+    filename = (root.findtext("filename") or "").strip() or None
+    annotation = VocAnnotation(filename, width, height, 0, issues=issues)
+    for number, element in enumerate(root.findall("object"), start=1):
+        annotation.object_count += 1
+        line = lines.get(id(element))
+        obj = _read_object(element, number, line, file, issues)
+        if obj is not None:
+            annotation.objects.append(obj)
+    return annotation
+
+
+def _read_size(root: ET.Element, file: str, issues: list[Issue]) -> tuple[int | None, int | None]:
+    size = root.find("size")
+    if size is None:
+        return None, None
+    texts = [(size.findtext(tag) or "").strip() for tag in ("width", "height")]
+    values = [parse_decimal(text) for text in texts]
+    if all(v is not None and v > 0 and v.is_integer() and v < 1 << 31 for v in values):
+        return int(values[0] or 0), int(values[1] or 0)
+    issues.append(
+        Issue(
+            Severity.WARNING,
+            "voc.size_invalid",
+            file,
+            f"<size> is {texts[0][:20]!r} x {texts[1][:20]!r}; the image's own size is used instead",
+        )
+    )
+    return None, None
+
+
+def _read_object(
+    element: ET.Element, number: int, line: int | None, file: str, issues: list[Issue]
+) -> VocObject | None:
+    def report(code: str, message: str, severity: Severity = Severity.ERROR) -> None:
+        issues.append(Issue(severity, code, file, message, line=line, annotation_id=str(number)))
+
+    name = (element.findtext("name") or "").strip()
+    if not name:
+        report("voc.name_missing", f"object {number} has no <name>; name its class")
+        return None
+    box = element.find("bndbox")
+    if box is None:
+        report("voc.bndbox_missing", f"object {number} ({name[:50]}) has no <bndbox>")
+        return None
+    texts = [(box.findtext(tag) or "").strip() for tag in _COORDS]
+    values = [parse_decimal(text) for text in texts]
+    bad = [f"<{tag}>{text[:20]}" for tag, text, v in zip(_COORDS, texts, values, strict=True) if v is None]
+    if bad or not all(v is not None and math.isfinite(v) for v in values):
+        shown = ", ".join(bad) or "a coordinate too large to represent"
+        report("voc.coordinate_not_numeric", f"object {number} ({name[:50]}): {shown} is not a number")
+        return None
+    xmin, ymin, xmax, ymax = (v or 0.0 for v in values)
+    if xmax <= xmin - 1 or ymax <= ymin - 1:  # 1-based inclusive: xmin == xmax is one pixel wide
+        report(
+            "voc.coordinate_inverted",
+            f"object {number} ({name[:50]}) has xmin {texts[0]}, xmax {texts[2]}, ymin {texts[1]}, ymax "
+            f"{texts[3]}: the box has no area; xmax must not be below xmin, nor ymax below ymin",
+        )
+        return None
+    attributes: dict[str, AttributeValue] = {}
+    for flag in _FLAGS:
+        text = (element.findtext(flag) or "").strip()
+        if not text:
+            continue
+        value = {"0": 0, "1": 1, "false": 0, "true": 1}.get(text.lower())
+        if value is None:
+            report(
+                "voc.attribute_invalid",
+                f"<{flag}>{text[:20]}</{flag}> must be 0 or 1; ignored",
+                Severity.WARNING,
+            )
+            continue
+        attributes[flag] = value
+    pose = (element.findtext("pose") or "").strip()
+    if pose:
+        attributes["pose"] = pose
+    return VocObject(name, (xmin - 1, ymin - 1, xmax, ymax), attributes, number, line)
+
+
+def parse_labelmap(data: bytes, file: str) -> tuple[list[str], list[Issue]]:
+    """Read Datumaro/CVAT `labelmap.txt` (`name:color:parts:actions`, `#` comments) into class names."""
+    names: list[str] = []
+    issues: list[Issue] = []
+    for number, raw in enumerate(text_lines(decode_text(data, file)), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name = line.split(":", 1)[0].strip()
+        if not name:
+            issues.append(
+                Issue(Severity.WARNING, "voc.labelmap_invalid", file, "line has no label name", number)
+            )
+        elif name in names:
+            issues.append(
+                Issue(Severity.WARNING, "voc.labelmap_duplicate", file, f"{name} is listed twice", number)
+            )
+        else:
+            names.append(name)
+    return names, issues
+
+
+def parse_split_list(data: bytes, file: str) -> list[tuple[str, int]]:
+    """Image ids of an `ImageSets/Main/<split>.txt` with their line numbers; blanks and `#` lines skipped."""
+    entries: list[tuple[str, int]] = []
+    for number, raw in enumerate(text_lines(decode_text(data, file)), start=1):
+        fields = raw.split()
+        if fields and not fields[0].startswith("#"):
+            entries.append((fields[0], number))
+    return entries
+
+
+@dataclass
+class _Layout:
+    """Where the parts of a VOC upload are, matching folder names case-insensitively."""
+
+    files: list[str]
+    annotations: list[str] = field(init=False)
+    images_by_stem: dict[str, list[str]] = field(init=False)
+    split_lists: list[tuple[str, str]] = field(init=False)  # (file, split or "trainval")
+    labelmap: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.annotations = [f for f in self.files if _under(f, "annotations") and f.lower().endswith(".xml")]
+        self.images_by_stem = {}
+        for path in self.files:
+            if _under(path, "jpegimages") and is_image_path(path):
+                stem = posixpath.splitext(path.split("/", 1)[1])[0]
+                self.images_by_stem.setdefault(stem, []).append(path)
+        self.split_lists = []
+        for path in self.files:
+            parts = path.lower().split("/")
+            if len(parts) == 3 and parts[:2] == ["imagesets", "main"] and parts[2].endswith(".txt"):
+                stem = parts[2][:-4]
+                split = _TRAINVAL if stem == _TRAINVAL else normalize_split(stem)
+                if split is not None:
+                    self.split_lists.append((path, split))
+        self.labelmap = next((f for f in self.files if f.lower() == "labelmap.txt"), None)
+
+    def image_for(self, filename: str | None, stem: str) -> str | None:
+        """The JPEGImages file an annotation means: its `<filename>`, else any image with its stem."""
+        keys = []
+        if filename:
+            keys += [posixpath.splitext(posixpath.basename(filename.replace("\\", "/")))[0]]
+        keys.append(stem)
+        for key in keys:
+            found = self.images_by_stem.get(key)
+            if found:
+                exact = [f for f in found if filename and f.endswith("/" + posixpath.basename(filename))]
+                return (exact or found)[0]
+        return None
+
+
+def _under(path: str, folder: str) -> bool:
+    head, sep, _ = path.partition("/")
+    return bool(sep) and head.lower() == folder
+
+
+def _read_splits(
+    root: Path, layout: _Layout, issues: list[Issue]
+) -> tuple[dict[str, str], list[tuple[str, str, int]]]:
+    """Image id -> split from ImageSets/Main; `trainval.txt` is used only when there is no train/val list."""
+    lists = layout.split_lists
+    if any(split != _TRAINVAL for _, split in lists):
+        lists = [(path, split) for path, split in lists if split != _TRAINVAL]
+    lists = sorted(lists, key=lambda item: split_order(item[1]))
+    assigned: dict[str, str] = {}
+    entries: list[tuple[str, str, int]] = []
+    for path, split in lists:
+        try:
+            rows = parse_split_list((root / path).read_bytes(), path)
+        except CodedParseError as error:
+            issues.append(error.to_issue())
+            continue
+        except OSError as error:
+            issues.append(
+                Issue(Severity.ERROR, "file.unreadable", path, f"cannot be read ({error.strerror})")
+            )
+            continue
+        for image_id, line in rows:
+            entries.append((image_id, path, line))
+            previous = assigned.setdefault(image_id, split)
+            if previous != split:
+                issues.append(
+                    Issue(
+                        Severity.WARNING,
+                        "voc.split_conflict",
+                        path,
+                        f"{image_id} is also listed in {previous}; kept in {previous}",
+                        line,
+                    )
+                )
+    if lists and all(split == _TRAINVAL for _, split in lists):
+        issues.append(
+            Issue(
+                Severity.INFO,
+                "voc.trainval_only",
+                lists[0][0],
+                "only trainval.txt is given; its images get no split and are split by the pipeline",
+            )
+        )
+        assigned = {}
+    return assigned, entries
+
+
+def parse(root: Path) -> ParsedDataset:
+    """Parse a Pascal VOC dataset rooted at `root`. Per-file problems become issues; nothing here raises."""
+    layout = _Layout(list_files(root))
+    issues: list[Issue] = []
+    declared: list[str] | None = None
+    if layout.labelmap is not None:
+        try:
+            declared, map_issues = parse_labelmap((root / layout.labelmap).read_bytes(), layout.labelmap)
+            issues.extend(map_issues)
+        except CodedParseError as error:
+            issues.append(error.to_issue())
+        except OSError as error:
+            issues.append(
+                Issue(
+                    Severity.ERROR, "file.unreadable", layout.labelmap, f"cannot be read ({error.strerror})"
+                )
+            )
+    splits, split_entries = _read_splits(root, layout, issues)
+
+    parsed: list[tuple[str, str, VocAnnotation]] = []  # (xml path, image path, annotation)
+    images: dict[str, SourceImage] = {}
+    for xml_path in layout.annotations:
+        stem = posixpath.splitext(xml_path.split("/", 1)[1])[0]
+        try:
+            annotation = parse_annotation((root / xml_path).read_bytes(), xml_path)
+        except LabelParseError as error:
+            image = layout.image_for(None, stem)
+            code = error.code if isinstance(error, CodedParseError) else "voc.xml_malformed"
+            issues.append(Issue(Severity.ERROR, code, xml_path, str(error), error.line, image=image))
+            if image is not None and image not in images:
+                images[image] = SourceImage(
+                    image, splits.get(stem), LabelState.UNLABELLED, label_file=xml_path
+                )
+            continue
+        except OSError as error:
+            issues.append(
+                Issue(Severity.ERROR, "file.unreadable", xml_path, f"cannot be read ({error.strerror})")
+            )
+            continue
+        image = layout.image_for(annotation.filename, stem)
+        if image is None:
+            expected = "JPEGImages/" + (annotation.filename or stem + ".jpg")
+            issues.append(
+                Issue(
+                    Severity.ERROR,
+                    "voc.image_missing",
+                    xml_path,
+                    f"annotates {expected}, which is not in the upload; add the image or drop the annotation",
+                )
+            )
+            continue
+        if image in images:
+            issues.append(
+                Issue(
+                    Severity.ERROR,
+                    "voc.image_annotated_twice",
+                    xml_path,
+                    f"annotates {image}, which {images[image].label_file} annotates already; keep one",
+                    image=image,
+                )
+            )
+            continue
+        parsed.append((xml_path, image, annotation))
+        images[image] = SourceImage(image, splits.get(stem), LabelState.UNLABELLED, label_file=xml_path)
+
+    class_names = (
+        declared if declared is not None else sorted({o.name for *_, a in parsed for o in a.objects})
+    )
+    class_index = {name: i for i, name in enumerate(class_names)}
+    for xml_path, image, annotation in parsed:
+        issues.extend(with_image(annotation.issues, image))
+        boxes: list[SourceBox] = []
+        for obj in annotation.objects:
+            if obj.name not in class_index:
+                issues.append(
+                    Issue(
+                        Severity.ERROR,
+                        "voc.unknown_class",
+                        xml_path,
+                        f"object {obj.number} has class {obj.name[:50]!r}, which labelmap.txt lacks; "
+                        "add it to labelmap.txt or fix the name",
+                        obj.line,
+                        str(obj.number),
+                        image,
+                    )
+                )
+                continue
+            boxes.append(
+                SourceBox(
+                    class_index[obj.name],
+                    obj.coords,
+                    BoxFormat.XYXY_PIXELS,
+                    xml_path,
+                    obj.line,
+                    str(obj.number),
+                    obj.attributes,
+                )
+            )
+        entry = images[image]
+        entry.boxes = boxes
+        entry.label_state = LabelState.LABELLED if annotation.object_count else LabelState.BACKGROUND
+        entry.declared_width, entry.declared_height = annotation.width, annotation.height
+        entry.source_id = posixpath.splitext(xml_path.split("/", 1)[1])[0]
+
+    for stem, paths in layout.images_by_stem.items():
+        for path in paths:
+            if path not in images:
+                images[path] = SourceImage(path, splits.get(stem), LabelState.UNLABELLED)
+    known = set(layout.images_by_stem) | {
+        posixpath.splitext(x.split("/", 1)[1])[0] for x in layout.annotations
+    }
+    for image_id, path, line in split_entries:
+        if image_id not in known:
+            issues.append(
+                Issue(
+                    Severity.WARNING,
+                    "voc.split_entry_missing",
+                    path,
+                    f"lists {image_id[:100]}, which has neither an annotation nor an image",
+                    line,
+                )
+            )
+    return ParsedDataset(DatasetFormat.VOC, "voc", class_names, [images[p] for p in sorted(images)], issues)
+
+
+def voc_color(index: int) -> tuple[int, int, int]:
+    """The standard Pascal VOC palette colour for a label index (bit-interleaved, index 0 is black)."""
+    red = green = blue = 0
+    for shift in range(8):
+        red |= ((index >> (3 * shift)) & 1) << (7 - shift)
+        green |= ((index >> (3 * shift + 1)) & 1) << (7 - shift)
+        blue |= ((index >> (3 * shift + 2)) & 1) << (7 - shift)
+    return red, green, blue
+
+
+def _number_text(value: float) -> str:
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def _annotation_xml(image_name: str, width: int, height: int, objects: list[ET.Element]) -> bytes:
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = "JPEGImages"
+    ET.SubElement(root, "filename").text = image_name
+    size = ET.SubElement(root, "size")
+    for tag, value in (("width", width), ("height", height), ("depth", 3)):
+        ET.SubElement(size, tag).text = str(value)
+    ET.SubElement(root, "segmented").text = "0"
+    root.extend(objects)
+    ET.indent(root, space="  ")
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    ).encode()
+
+
+def render(dataset: CanonicalDataset) -> RenderedDataset:
+    """Write `Annotations/<stem>.xml`, `JPEGImages/<file>`, `ImageSets/Main/<split>.txt` and `labelmap.txt`.
+
+    Unlabelled images get no XML (VOC's way of saying nobody looked); backgrounds get one with no object.
+    """
+    check_export_names(dataset, "VOC export", unique_stems_per_split=False)
+    for name in dataset.class_names:
+        if not name or ":" in name or name.strip() != name or any(ord(c) < 32 for c in name):
+            raise ValueError(f"VOC export: class name {name!r} cannot be written to labelmap.txt")
+    label_files: dict[str, bytes] = {}
+    image_paths: dict[str, str] = {}
+    members: dict[str, list[str]] = {}
+    for image in sorted(dataset.images, key=lambda im: im.file_name):
+        stem = posixpath.splitext(image.file_name)[0]
+        image_paths[image.file_name] = f"JPEGImages/{image.file_name}"
+        members.setdefault(image.split, []).append(stem)
+        if image.label_state is LabelState.UNLABELLED and not image.boxes:
+            continue
+        objects = []
+        for box in image.boxes:
+            obj = ET.Element("object")
+            ET.SubElement(obj, "name").text = dataset.class_names[box.class_index]
+            ET.SubElement(obj, "pose").text = str(box.attributes.get("pose", "Unspecified"))
+            for flag in ("truncated", "occluded", "difficult"):
+                ET.SubElement(obj, flag).text = str(int(bool(box.attributes.get(flag, 0))))
+            bndbox = ET.SubElement(obj, "bndbox")
+            voc = (box.x_min + 1, box.y_min + 1, box.x_max, box.y_max)
+            for tag, value in zip(_COORDS, voc, strict=True):
+                ET.SubElement(bndbox, tag).text = _number_text(value)
+            objects.append(obj)
+        label_files[f"Annotations/{stem}.xml"] = _annotation_xml(
+            image.file_name, image.width, image.height, objects
+        )
+    for split in sorted(members, key=split_order):
+        label_files[f"ImageSets/Main/{split}.txt"] = "".join(f"{stem}\n" for stem in members[split]).encode()
+    lines = ["# label:color_rgb:parts:actions\n"]
+    for index, name in enumerate(dataset.class_names, start=1):
+        red, green, blue = voc_color(index)
+        lines.append(f"{name}:{red},{green},{blue}::\n")
+    label_files["labelmap.txt"] = "".join(lines).encode()
+    return RenderedDataset(dict(sorted(label_files.items())), image_paths)

@@ -1,0 +1,340 @@
+"""COCO parsing and writing: layouts, and one test per malformed-annotation rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dataset_pipeline.domain.model import (
+    Box,
+    BoxFormat,
+    CanonicalDataset,
+    CanonicalImage,
+    DatasetError,
+    LabelParseError,
+    LabelState,
+    Severity,
+)
+from dataset_pipeline.formats import coco
+
+
+def write(root: Path, files: dict[str, bytes | str]) -> Path:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return root
+
+
+def doc(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 50}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 5, 20, 10], "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+    }
+    base.update(overrides)
+    return base
+
+
+def parse_doc(document: dict[str, Any] | str) -> coco.CocoInstances:
+    text = document if isinstance(document, str) else json.dumps(document)
+    return coco.parse_instances(text.encode(), "annotations/instances_train.json")
+
+
+def all_codes(instances: coco.CocoInstances) -> list[str]:
+    return [i.code for i in instances.issues] + [i.code for e in instances.images for i in e.issues]
+
+
+def test_valid_instances_give_xyxy_boxes() -> None:
+    parsed = parse_doc(doc())
+    assert all_codes(parsed) == []
+    assert parsed.class_names == ["cat", "dog"]
+    (image,) = parsed.images
+    assert (image.file_name, image.width, image.height) == ("a.jpg", 100, 50)
+    (box,) = image.boxes
+    assert box.coords == (10.0, 5.0, 30.0, 15.0)
+    assert box.coords_format is BoxFormat.XYXY_PIXELS
+    assert box.attributes == {"iscrowd": 0}
+    assert box.annotation_id == "1"
+
+
+def test_class_names_follow_category_id_order_with_gap_warning() -> None:
+    parsed = parse_doc(
+        doc(categories=[{"id": 5, "name": "z"}, {"id": 1, "name": "cat"}, {"id": 3, "name": "m"}])
+    )
+    assert parsed.class_names == ["cat", "m", "z"]
+    assert parsed.category_ids == [1, 3, 5]
+    assert parsed.images[0].boxes[0].class_index == 0
+    assert [i.code for i in parsed.issues] == ["coco.category_id_gap"]
+    assert parsed.issues[0].severity is Severity.WARNING
+
+
+def test_category_id_zero_warns() -> None:
+    parsed = parse_doc(doc(categories=[{"id": 0, "name": "cat"}, {"id": 1, "name": "dog"}]))
+    assert [(i.code, i.severity) for i in parsed.issues] == [("coco.category_id_zero", Severity.WARNING)]
+
+
+def test_duplicate_category_id_is_an_error() -> None:
+    parsed = parse_doc(doc(categories=[{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}]))
+    assert [i.code for i in parsed.issues] == ["coco.duplicate_category_id"]
+    assert parsed.class_names == ["cat"]
+
+
+def test_duplicate_image_id_is_an_error() -> None:
+    images = [{"id": 1, "file_name": "a.jpg", "width": 1, "height": 1}, {"id": 1, "file_name": "b.jpg"}]
+    parsed = parse_doc(doc(images=images))
+    assert "coco.duplicate_image_id" in all_codes(parsed)
+    assert [e.file_name for e in parsed.images] == ["a.jpg"]
+
+
+def test_duplicate_annotation_id_is_an_error() -> None:
+    ann = {"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2]}
+    parsed = parse_doc(doc(annotations=[ann, dict(ann, bbox=[5, 5, 2, 2])]))
+    (issue,) = parsed.images[0].issues
+    assert (issue.code, issue.annotation_id) == ("coco.duplicate_annotation_id", "7")
+
+
+def test_dangling_image_id_is_an_error() -> None:
+    parsed = parse_doc(doc(annotations=[{"id": 1, "image_id": 99, "category_id": 1, "bbox": [1, 1, 2, 2]}]))
+    assert [(i.code, i.annotation_id) for i in parsed.issues] == [("coco.dangling_image_id", "1")]
+    assert parsed.images[0].boxes == []
+
+
+def test_dangling_category_id_is_an_error() -> None:
+    parsed = parse_doc(doc(annotations=[{"id": 1, "image_id": 1, "category_id": 9, "bbox": [1, 1, 2, 2]}]))
+    assert all_codes(parsed) == ["coco.dangling_category_id"]
+
+
+@pytest.mark.parametrize("bbox", [[1, 1, 0, 5], [1, 1, 5, -2]])
+def test_non_positive_bbox_size_is_an_error(bbox: list[float]) -> None:
+    parsed = parse_doc(doc(annotations=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": bbox}]))
+    assert all_codes(parsed) == ["coco.bbox_non_positive"]
+
+
+@pytest.mark.parametrize(("width", "height"), [(0, 50), (100, -5), ("100", 50), (10.5, 50)])
+def test_invalid_image_size_is_an_error(width: object, height: object) -> None:
+    parsed = parse_doc(doc(images=[{"id": 1, "file_name": "a.jpg", "width": width, "height": height}]))
+    assert all_codes(parsed) == ["coco.image_size_invalid"]
+    assert parsed.images[0].width is None
+
+
+def test_nan_and_infinity_literals_are_detected() -> None:
+    text = json.dumps(doc()).replace("[10, 5, 20, 10]", "[NaN, 5, Infinity, 10]")
+    assert all_codes(parse_doc(text)) == ["coco.not_finite"]
+    text = json.dumps(doc()).replace('"width": 100', '"width": -Infinity')
+    assert all_codes(parse_doc(text)) == ["coco.image_size_invalid"]
+
+
+def test_overflowing_number_is_not_finite() -> None:
+    text = json.dumps(doc()).replace("[10, 5, 20, 10]", "[1e400, 5, 20, 10]")
+    assert all_codes(parse_doc(text)) == ["coco.not_finite"]
+
+
+def test_non_numeric_bbox_is_an_error() -> None:
+    parsed = parse_doc(doc(annotations=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": ["1", 1, 2, 2]}]))
+    assert all_codes(parsed) == ["coco.bbox_not_numeric"]
+    parsed = parse_doc(doc(annotations=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": [True, 1, 2, 2]}]))
+    assert all_codes(parsed) == ["coco.bbox_not_numeric"]
+
+
+def test_bbox_of_wrong_length_or_type_is_an_error() -> None:
+    parsed = parse_doc(doc(annotations=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2]}]))
+    assert all_codes(parsed) == ["coco.bbox_length"]
+    parsed = parse_doc(doc(annotations=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": "1 1 2 2"}]))
+    assert all_codes(parsed) == ["coco.bbox_not_list"]
+
+
+def test_iscrowd_is_kept_as_attribute() -> None:
+    parsed = parse_doc(
+        doc(annotations=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2], "iscrowd": 1}])
+    )
+    assert parsed.images[0].boxes[0].attributes["iscrowd"] == 1
+    parsed = parse_doc(
+        doc(annotations=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2], "iscrowd": 3}])
+    )
+    assert all_codes(parsed) == ["coco.iscrowd_invalid"]
+    assert parsed.images[0].boxes[0].attributes["iscrowd"] == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]",
+        '{"images": [], "categories": []}',
+        '{"images": {}, "annotations": [], "categories": []}',
+        '{"images": [',
+        "",
+        "[" * 100_000,
+    ],
+)
+def test_not_an_instances_file_raises_label_parse_error(text: str) -> None:
+    with pytest.raises(LabelParseError):
+        parse_doc(text)
+
+
+def test_invalid_json_reports_line() -> None:
+    with pytest.raises(LabelParseError) as caught:
+        parse_doc('{\n"images": [\n}')
+    assert caught.value.line == 3
+
+
+# --- layouts ----------------------------------------------------------------------------------------------
+
+
+def test_standard_layout(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "annotations/instances_train2017.json": json.dumps(
+                doc(
+                    images=[
+                        {"id": 1, "file_name": "a.jpg", "width": 100, "height": 50},
+                        {"id": 2, "file_name": "b.jpg"},
+                    ]
+                )
+            ),
+            "annotations/instances_val2017.json": json.dumps(doc(images=[], annotations=[])),
+            "train2017/a.jpg": b"x",
+            "train2017/b.jpg": b"x",
+            "val2017/c.jpg": b"x",
+        },
+    )
+    parsed = coco.parse(tmp_path)
+    assert parsed.class_names == ["cat", "dog"]
+    summary = [(i.path, i.split, i.label_state, i.declared_width, i.source_id) for i in parsed.images]
+    assert summary == [
+        ("train2017/a.jpg", "train", LabelState.LABELLED, 100, "1"),
+        ("train2017/b.jpg", "train", LabelState.BACKGROUND, None, "2"),
+        ("val2017/c.jpg", "val", LabelState.UNLABELLED, None, None),
+    ]
+    assert parsed.images[0].label_file == "annotations/instances_train2017.json"
+    assert {i.code for i in parsed.issues} == {"coco.image_size_missing", "coco.images_not_listed"}
+
+
+def test_roboflow_layout_takes_split_from_folder(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "train/_annotations.coco.json": json.dumps(doc()),
+            "train/a.jpg": b"x",
+            "valid/_annotations.coco.json": json.dumps(
+                doc(images=[{"id": 3, "file_name": "v.jpg"}], annotations=[])
+            ),
+            "valid/v.jpg": b"x",
+        },
+    )
+    parsed = coco.parse(tmp_path)
+    assert [(i.path, i.split) for i in parsed.images] == [("train/a.jpg", "train"), ("valid/v.jpg", "val")]
+
+
+def test_listed_image_without_file_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path, {"annotations/instances_train.json": json.dumps(doc())})
+    parsed = coco.parse(tmp_path)
+    assert parsed.images == []
+    (issue,) = parsed.issues
+    assert (issue.code, issue.severity) == ("coco.image_missing", Severity.ERROR)
+    assert "a.jpg" in issue.message
+
+
+def test_issues_are_charged_to_the_image(tmp_path: Path) -> None:
+    bad = {"id": 4, "image_id": 1, "category_id": 1, "bbox": [1, 1, 0, 2]}
+    write(
+        tmp_path,
+        {"annotations/instances_train.json": json.dumps(doc(annotations=[bad])), "images/train/a.jpg": b"x"},
+    )
+    (issue,) = coco.parse(tmp_path).issues
+    assert (issue.image, issue.annotation_id, issue.file) == (
+        "images/train/a.jpg",
+        "4",
+        "annotations/instances_train.json",
+    )
+
+
+def test_unreadable_only_json_is_a_dataset_error(tmp_path: Path) -> None:
+    write(tmp_path, {"instances_train.json": '{"images": [], "annotations": [], "categories": [}'})
+    with pytest.raises(DatasetError, match=r"instances_train\.json"):
+        coco.parse(tmp_path)
+
+
+def test_other_json_files_are_skipped_when_instances_exist(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "annotations/instances_train.json": json.dumps(doc()),
+            "annotations/person_keypoints_train.json": json.dumps(doc()),
+            "images/train/a.jpg": b"x",
+        },
+    )
+    parsed = coco.parse(tmp_path)
+    assert [i.code for i in parsed.issues] == ["coco.json_skipped"]
+    assert len(parsed.images[0].boxes) == 1
+
+
+def test_files_with_different_categories_are_matched_by_name(tmp_path: Path) -> None:
+    val = doc(
+        images=[{"id": 1, "file_name": "b.jpg", "width": 9, "height": 9}],
+        annotations=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2]}],
+        categories=[{"id": 1, "name": "dog"}],
+    )
+    write(
+        tmp_path,
+        {
+            "annotations/instances_train.json": json.dumps(doc()),
+            "annotations/instances_val.json": json.dumps(val),
+            "images/train/a.jpg": b"x",
+            "images/val/b.jpg": b"x",
+        },
+    )
+    parsed = coco.parse(tmp_path)
+    assert parsed.class_names == ["cat", "dog"]
+    assert parsed.images[1].boxes[0].class_index == 1
+    assert [i.code for i in parsed.issues] == ["coco.categories_differ"]
+
+
+# --- render -----------------------------------------------------------------------------------------------
+
+
+def _dataset() -> CanonicalDataset:
+    crowd = Box(0, 1.5, 2.0, 11.5, 7.0, {"iscrowd": 1, "note": "x"})
+    return CanonicalDataset(
+        ["cat", "dog"],
+        [
+            CanonicalImage("z.jpg", Path("/s/z.jpg"), 40, 30, "train", [Box(1, 0, 0, 10, 10), crowd]),
+            CanonicalImage("a.jpg", Path("/s/a.jpg"), 40, 30, "train", [], LabelState.BACKGROUND),
+            CanonicalImage("u.jpg", Path("/s/u.jpg"), 40, 30, "val", [], LabelState.UNLABELLED),
+        ],
+    )
+
+
+def test_render_writes_instances_per_split() -> None:
+    rendered = coco.render(_dataset())
+    assert sorted(rendered.label_files) == [
+        "annotations/instances_train.json",
+        "annotations/instances_val.json",
+    ]
+    train = json.loads(rendered.label_files["annotations/instances_train.json"])
+    assert train["categories"] == [
+        {"id": 1, "name": "cat", "supercategory": ""},
+        {"id": 2, "name": "dog", "supercategory": ""},
+    ]
+    assert [(i["id"], i["file_name"]) for i in train["images"]] == [(1, "a.jpg"), (2, "z.jpg")]
+    assert [
+        (a["id"], a["image_id"], a["category_id"], a["bbox"], a["iscrowd"]) for a in train["annotations"]
+    ] == [
+        (1, 2, 2, [0, 0, 10, 10], 0),
+        (2, 2, 1, [1.5, 2.0, 10.0, 5.0], 1),
+    ]
+    assert train["annotations"][1]["area"] == 50.0
+    assert train["annotations"][1]["attributes"] == {"note": "x"}
+    val = json.loads(rendered.label_files["annotations/instances_val.json"])
+    assert val["images"] == []
+    assert rendered.image_paths["u.jpg"] == "images/val/u.jpg"
+
+
+def test_render_is_byte_identical() -> None:
+    reordered = _dataset()
+    reordered.images.reverse()
+    assert coco.render(_dataset()) == coco.render(reordered)

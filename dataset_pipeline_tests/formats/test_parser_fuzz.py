@@ -1,0 +1,199 @@
+"""Per-file parsers fed arbitrary input: the only exception allowed out is `LabelParseError`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dataset_pipeline.domain.model import DatasetError, LabelParseError, SourceBox
+from dataset_pipeline.formats import coco, voc, yolo
+from dataset_pipeline.formats.common import decode_text
+
+FUZZ = settings(max_examples=150, deadline=None, database=None)
+
+# Bytes that mostly look like the format, so the fuzzer gets past the first check.
+YOLO_TOKENS = st.sampled_from(
+    [
+        "0",
+        "1",
+        "7",
+        "-1",
+        "0.5",
+        "1e400",
+        "nan",
+        "0x1",
+        "٣",
+        " ",
+        "\t",
+        "\n",
+        "\r\n",
+        "1.0",
+        ".5",
+        "1e-3",
+        "\ufeff",
+        "#",
+    ]
+)
+XML_TOKENS = st.sampled_from(
+    [
+        "<annotation>",
+        "</annotation>",
+        "<object>",
+        "</object>",
+        "<name>cat</name>",
+        "<bndbox>",
+        "</bndbox>",
+        "<xmin>1</xmin>",
+        "<xmax>0</xmax>",
+        "<ymin>NaN</ymin>",
+        "<ymax>1e999</ymax>",
+        "<size><width>5</width><height>x</height></size>",
+        "<difficult>2</difficult>",
+        "<!DOCTYPE a>",
+        '<!ENTITY e "x">',
+        "&e;",
+        "<?xml version='1.0' encoding='latin-1'?>",
+        "<?xml version='1.0' encoding='nope'?>",
+        "\xe9",
+    ]
+)
+JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+COCO_ANNOTATION = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": JSON_VALUES,
+        "image_id": st.sampled_from([1, 2, "1", None, 1.0]),
+        "category_id": st.sampled_from([1, 2, 0, "1", None]),
+        "bbox": st.lists(JSON_SCALARS, max_size=5) | JSON_VALUES,
+        "iscrowd": JSON_VALUES,
+        "attributes": JSON_VALUES,
+    },
+)
+COCO_DOCUMENT = st.fixed_dictionaries(
+    {
+        "images": st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "id": st.sampled_from([1, 2, "1", True, None]),
+                    "file_name": JSON_VALUES,
+                    "width": JSON_SCALARS,
+                    "height": JSON_SCALARS,
+                },
+            ),
+            max_size=3,
+        ),
+        "annotations": st.lists(COCO_ANNOTATION | JSON_VALUES, max_size=4),
+        "categories": st.lists(
+            st.fixed_dictionaries(
+                {}, optional={"id": st.sampled_from([0, 1, 2, 1.0, "1", None]), "name": JSON_VALUES}
+            )
+            | JSON_VALUES,
+            max_size=3,
+        ),
+    }
+)
+
+
+def only_label_parse_error(parse: Callable[[], object]) -> None:
+    with contextlib.suppress(LabelParseError):
+        parse()
+
+
+@FUZZ
+@given(data=st.binary(max_size=300))
+def test_text_helpers_on_arbitrary_bytes(data: bytes) -> None:
+    only_label_parse_error(lambda: decode_text(data, "x.txt"))
+    only_label_parse_error(lambda: yolo.parse_names_text(data, "obj.names"))
+    only_label_parse_error(lambda: yolo.parse_obj_data(data, "obj.data"))
+    only_label_parse_error(lambda: yolo.parse_data_yaml(data, "data.yaml"))
+    only_label_parse_error(lambda: voc.parse_labelmap(data, "labelmap.txt"))
+    only_label_parse_error(lambda: voc.parse_split_list(data, "ImageSets/Main/train.txt"))
+
+
+@FUZZ
+@given(data=st.binary(max_size=300) | st.lists(YOLO_TOKENS, max_size=40).map(lambda t: "".join(t).encode()))
+def test_yolo_label_text(data: bytes) -> None:
+    try:
+        boxes, issues = yolo.parse_label_text(data, "labels/a.txt", 3)
+    except LabelParseError:
+        return
+    assert all(isinstance(box, SourceBox) and 0 <= box.class_index < 3 for box in boxes)
+    assert all(issue.file == "labels/a.txt" and issue.line is not None for issue in issues)
+
+
+@FUZZ
+@given(
+    data=st.binary(max_size=300)
+    | st.lists(YOLO_TOKENS | st.just(": "), max_size=30).map(lambda t: "names" + "".join(t)).map(str.encode)
+)
+def test_yolo_data_yaml(data: bytes) -> None:
+    only_label_parse_error(lambda: yolo.parse_data_yaml(data, "data.yaml"))
+
+
+@FUZZ
+@given(
+    data=st.binary(max_size=400) | st.lists(XML_TOKENS, max_size=30).map(lambda t: "".join(t).encode("utf-8"))
+)
+def test_voc_annotation(data: bytes) -> None:
+    try:
+        annotation = voc.parse_annotation(data, "Annotations/a.xml")
+    except LabelParseError:
+        return
+    assert annotation.object_count >= len(annotation.objects)
+    for obj in annotation.objects:
+        x0, y0, x1, y1 = obj.coords
+        assert x1 > x0 and y1 > y0
+
+
+@FUZZ
+@given(data=st.binary(max_size=300) | JSON_VALUES.map(lambda v: json.dumps(v).encode()))
+def test_coco_instances_on_arbitrary_json(data: bytes) -> None:
+    only_label_parse_error(lambda: coco.parse_instances(data, "instances.json"))
+
+
+@FUZZ
+@given(document=COCO_DOCUMENT)
+def test_coco_instances_on_structured_documents(document: dict[str, object]) -> None:
+    parsed = coco.parse_instances(json.dumps(document).encode(), "instances.json")
+    for image in parsed.images:
+        for box in image.boxes:
+            x0, y0, x1, y1 = box.coords
+            assert 0 <= box.class_index < len(parsed.class_names)
+            assert x1 > x0 and y1 > y0
+            assert box.attributes["iscrowd"] in (0, 1)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(label=st.binary(max_size=120), names=st.binary(max_size=60))
+def test_whole_yolo_parse_never_raises_on_label_content(label: bytes, names: bytes) -> None:
+    with tempfile.TemporaryDirectory() as scratch:  # hypothesis re-runs the body; one folder per example
+        root = Path(scratch)
+        (root / "images").mkdir()
+        (root / "labels").mkdir()
+        (root / "classes.txt").write_bytes(names)
+        (root / "images/a.jpg").write_bytes(b"x")
+        (root / "labels/a.txt").write_bytes(label)
+        try:
+            parsed = yolo.parse(root)
+        except DatasetError as error:  # only a names file that cannot be read may stop the parse
+            assert "classes.txt" in str(error)
+            return
+        assert [image.path for image in parsed.images] == ["images/a.jpg"]

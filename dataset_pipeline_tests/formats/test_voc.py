@@ -1,0 +1,285 @@
+"""Pascal VOC parsing and writing: layouts, and one test per malformed-annotation rule."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from dataset_pipeline.domain.model import (
+    Box,
+    BoxFormat,
+    CanonicalDataset,
+    CanonicalImage,
+    LabelParseError,
+    LabelState,
+    ParsedDataset,
+    Severity,
+)
+from dataset_pipeline.formats import voc
+from dataset_pipeline.formats.common import CodedParseError
+
+
+def write(root: Path, files: dict[str, bytes | str]) -> Path:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return root
+
+
+def obj(name: str = "cat", box: tuple[str, ...] = ("1", "2", "10", "20"), extra: str = "") -> str:
+    xmin, ymin, xmax, ymax = box
+    return (
+        f"<object><name>{name}</name>{extra}<bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin>"
+        f"<xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox></object>"
+    )
+
+
+def xml(
+    *objects: str, filename: str = "a.jpg", size: str = "<size><width>40</width><height>30</height></size>"
+) -> str:
+    body = "\n".join(objects)
+    return f"<annotation>\n<filename>{filename}</filename>\n{size}\n{body}\n</annotation>\n"
+
+
+def parse_xml(text: str | bytes) -> voc.VocAnnotation:
+    return voc.parse_annotation(text.encode() if isinstance(text, str) else text, "Annotations/a.xml")
+
+
+def codes(parsed: ParsedDataset) -> list[str]:
+    return [issue.code for issue in parsed.issues]
+
+
+def test_valid_annotation_converts_one_based_inclusive_coordinates() -> None:
+    annotation = parse_xml(
+        xml(obj(extra="<difficult>1</difficult><truncated>0</truncated><pose>Left</pose>"))
+    )
+    assert annotation.issues == []
+    assert (annotation.filename, annotation.width, annotation.height) == ("a.jpg", 40, 30)
+    (item,) = annotation.objects
+    assert item.coords == (0.0, 1.0, 10.0, 20.0)
+    assert item.attributes == {"difficult": 1, "truncated": 0, "pose": "Left"}
+    assert item.line == 4
+
+
+def test_unsafe_xml_with_entities_is_refused() -> None:
+    bomb = '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xxxxxxxx"><!ENTITY y "&x;&x;&x;">]><annotation>&y;</annotation>'
+    with pytest.raises(LabelParseError) as caught:
+        parse_xml(bomb)
+    assert isinstance(caught.value, CodedParseError) and caught.value.code == "voc.xml_unsafe"
+
+
+def test_external_entity_is_refused() -> None:
+    text = '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY e SYSTEM "file:///etc/passwd">]><annotation>&e;</annotation>'
+    with pytest.raises(CodedParseError, match="DTD") as caught:
+        parse_xml(text)
+    assert caught.value.code == "voc.xml_unsafe"
+
+
+def test_malformed_xml_reports_line() -> None:
+    with pytest.raises(CodedParseError) as caught:
+        parse_xml("<annotation>\n<object>\n<name>cat</nam>\n</annotation>")
+    assert (caught.value.code, caught.value.line) == ("voc.xml_malformed", 3)
+
+
+def test_wrong_root_element_is_an_error() -> None:
+    with pytest.raises(CodedParseError) as caught:
+        parse_xml("<annotations/>")
+    assert caught.value.code == "voc.xml_structure"
+
+
+@pytest.mark.parametrize("value", ["ten", "0x10", "NaN", "1e999", ""])
+def test_non_numeric_coordinate_is_an_error(value: str) -> None:
+    annotation = parse_xml(xml(obj(box=("1", "2", value, "20"))))
+    assert annotation.objects == []
+    assert [(i.code, i.annotation_id, i.line) for i in annotation.issues] == [
+        ("voc.coordinate_not_numeric", "1", 4)
+    ]
+
+
+def test_inverted_coordinates_are_an_error() -> None:
+    annotation = parse_xml(xml(obj(box=("10", "2", "5", "20"))))
+    assert [i.code for i in annotation.issues] == ["voc.coordinate_inverted"]
+    single_pixel = parse_xml(xml(obj(box=("5", "5", "5", "5"))))
+    assert single_pixel.objects[0].coords == (4.0, 4.0, 5.0, 5.0)
+
+
+def test_object_without_name_or_bndbox_is_an_error() -> None:
+    annotation = parse_xml(xml("<object><name>cat</name></object>", "<object><bndbox/></object>"))
+    assert [i.code for i in annotation.issues] == ["voc.bndbox_missing", "voc.name_missing"]
+    assert annotation.object_count == 2
+
+
+def test_bad_flag_value_warns_and_is_dropped() -> None:
+    annotation = parse_xml(xml(obj(extra="<difficult>maybe</difficult><occluded>1</occluded>")))
+    assert [(i.code, i.severity) for i in annotation.issues] == [("voc.attribute_invalid", Severity.WARNING)]
+    assert annotation.objects[0].attributes == {"occluded": 1}
+
+
+def test_invalid_size_warns() -> None:
+    annotation = parse_xml(xml(size="<size><width>0</width><height>abc</height></size>"))
+    assert [i.code for i in annotation.issues] == ["voc.size_invalid"]
+    assert annotation.width is None
+
+
+def test_labelmap_reads_names_and_skips_comments() -> None:
+    names, issues = voc.parse_labelmap(
+        b"# label:color_rgb:parts:actions\ncat:1,2,3::\n\ndog:4,5,6::\ncat:0,0,0::\n", "labelmap.txt"
+    )
+    assert names == ["cat", "dog"]
+    assert [(i.code, i.line) for i in issues] == [("voc.labelmap_duplicate", 5)]
+
+
+# --- layouts ----------------------------------------------------------------------------------------------
+
+
+def test_full_layout(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "Annotations/a.xml": xml(obj("dog"), obj("cat", ("3", "3", "8", "8"))),
+            "Annotations/b.xml": xml(filename="b.jpg"),
+            "JPEGImages/a.jpg": b"x",
+            "JPEGImages/b.jpg": b"x",
+            "JPEGImages/c.jpg": b"x",
+            "ImageSets/Main/train.txt": "a\nc\n",
+            "ImageSets/Main/val.txt": "b\n# comment\n\nghost\n",
+            "ImageSets/Main/cat_train.txt": "a 1\nc -1\n",
+            "ImageSets/Main/trainval.txt": "a\nb\nc\n",
+        },
+    )
+    parsed = voc.parse(tmp_path)
+    assert parsed.class_names == ["cat", "dog"]
+    summary = [(i.path, i.split, i.label_state, i.source_id) for i in parsed.images]
+    assert summary == [
+        ("JPEGImages/a.jpg", "train", LabelState.LABELLED, "a"),
+        ("JPEGImages/b.jpg", "val", LabelState.BACKGROUND, "b"),
+        ("JPEGImages/c.jpg", "train", LabelState.UNLABELLED, None),
+    ]
+    boxes = parsed.images[0].boxes
+    assert [(b.class_index, b.coords, b.coords_format) for b in boxes] == [
+        (1, (0.0, 1.0, 10.0, 20.0), BoxFormat.XYXY_PIXELS),
+        (0, (2.0, 2.0, 8.0, 8.0), BoxFormat.XYXY_PIXELS),
+    ]
+    assert parsed.images[0].declared_width == 40
+    assert [(i.code, i.file, i.line) for i in parsed.issues] == [
+        ("voc.split_entry_missing", "ImageSets/Main/val.txt", 4)
+    ]
+
+
+def test_unknown_class_with_labelmap_is_an_error(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "labelmap.txt": "# label:color_rgb:parts:actions\nbackground:0,0,0::\ncat:1,1,1::\n",
+            "Annotations/a.xml": xml(obj("cat"), obj("zebra")),
+            "JPEGImages/a.jpg": b"x",
+        },
+    )
+    parsed = voc.parse(tmp_path)
+    assert parsed.class_names == ["background", "cat"]
+    (issue,) = parsed.issues
+    assert (issue.code, issue.annotation_id, issue.image) == ("voc.unknown_class", "2", "JPEGImages/a.jpg")
+    assert [b.class_index for b in parsed.images[0].boxes] == [1]
+
+
+def test_unsafe_xml_is_an_issue_naming_the_file(tmp_path: Path) -> None:
+    bomb = '<!DOCTYPE a [<!ENTITY x "x">]><annotation>&x;</annotation>'
+    write(tmp_path, {"Annotations/a.xml": bomb, "JPEGImages/a.jpg": b"x"})
+    parsed = voc.parse(tmp_path)
+    (issue,) = parsed.issues
+    assert (issue.code, issue.file, issue.image) == (
+        "voc.xml_unsafe",
+        "Annotations/a.xml",
+        "JPEGImages/a.jpg",
+    )
+    assert parsed.images[0].label_state is LabelState.UNLABELLED
+
+
+def test_malformed_xml_is_an_issue_with_line(tmp_path: Path) -> None:
+    write(tmp_path, {"Annotations/a.xml": "<annotation>\n<object>\n</annotation>", "JPEGImages/a.jpg": b"x"})
+    (issue,) = voc.parse(tmp_path).issues
+    assert (issue.code, issue.line) == ("voc.xml_malformed", 3)
+
+
+def test_annotation_without_image_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path, {"Annotations/a.xml": xml(obj())})
+    parsed = voc.parse(tmp_path)
+    assert parsed.images == []
+    assert [(i.code, i.severity) for i in parsed.issues] == [("voc.image_missing", Severity.ERROR)]
+
+
+def test_image_found_by_stem_when_filename_differs(tmp_path: Path) -> None:
+    write(tmp_path, {"Annotations/a.xml": xml(obj(), filename="a"), "JPEGImages/a.png": b"x"})
+    parsed = voc.parse(tmp_path)
+    assert [i.path for i in parsed.images] == ["JPEGImages/a.png"]
+
+
+# --- render -----------------------------------------------------------------------------------------------
+
+
+def _dataset() -> CanonicalDataset:
+    return CanonicalDataset(
+        ["cat", "dog"],
+        [
+            CanonicalImage(
+                "a.jpg",
+                Path("/s/a.jpg"),
+                40,
+                30,
+                "train",
+                [Box(1, 0.0, 1.0, 10.0, 20.0, {"difficult": 1, "pose": "Left"}), Box(0, 2.5, 3.0, 7.25, 9.0)],
+            ),
+            CanonicalImage("b.jpg", Path("/s/b.jpg"), 40, 30, "val", [], LabelState.BACKGROUND),
+            CanonicalImage("c.jpg", Path("/s/c.jpg"), 40, 30, "val", [], LabelState.UNLABELLED),
+        ],
+    )
+
+
+def test_render_writes_voc_layout_with_inverse_coordinates() -> None:
+    rendered = voc.render(_dataset())
+    assert sorted(rendered.label_files) == [
+        "Annotations/a.xml",
+        "Annotations/b.xml",
+        "ImageSets/Main/train.txt",
+        "ImageSets/Main/val.txt",
+        "labelmap.txt",
+    ]
+    root = ET.fromstring(rendered.label_files["Annotations/a.xml"])
+    assert root.findtext("size/width") == "40"
+    first, second = root.findall("object")
+    assert first.findtext("name") == "dog"
+    assert [first.findtext(f"bndbox/{t}") for t in ("xmin", "ymin", "xmax", "ymax")] == ["1", "2", "10", "20"]
+    assert (first.findtext("difficult"), first.findtext("pose")) == ("1", "Left")
+    assert [second.findtext(f"bndbox/{t}") for t in ("xmin", "ymin", "xmax", "ymax")] == [
+        "3.5",
+        "4",
+        "7.25",
+        "9",
+    ]
+    assert rendered.label_files["ImageSets/Main/val.txt"] == b"b\nc\n"
+    assert rendered.label_files["labelmap.txt"].decode().splitlines() == [
+        "# label:color_rgb:parts:actions",
+        "cat:128,0,0::",
+        "dog:0,128,0::",
+    ]
+    assert rendered.image_paths == {
+        "a.jpg": "JPEGImages/a.jpg",
+        "b.jpg": "JPEGImages/b.jpg",
+        "c.jpg": "JPEGImages/c.jpg",
+    }
+
+
+def test_render_is_byte_identical() -> None:
+    reordered = _dataset()
+    reordered.images.reverse()
+    assert voc.render(_dataset()) == voc.render(reordered)
+
+
+def test_render_refuses_class_names_labelmap_cannot_hold() -> None:
+    dataset = _dataset()
+    dataset.class_names[0] = "a:b"
+    with pytest.raises(ValueError, match="labelmap"):
+        voc.render(dataset)
