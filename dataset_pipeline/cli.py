@@ -69,6 +69,81 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         runtime.stop()
 
 
+def _open_database():
+    from dataset_pipeline.db.database import Database
+    from dataset_pipeline.embedded_postgres import resolve_database_url
+    from dataset_pipeline.settings import Settings
+
+    url, embedded = resolve_database_url(Settings.from_env())
+    database = Database(url)
+    database.migrate()
+    return database, embedded
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    """Datasets with status, counts and export paths, from the database."""
+    from dataset_pipeline.db import repository
+
+    database, embedded = _open_database()
+    try:
+        with database.session() as session:
+            datasets = repository.list_datasets(session)
+            if not datasets:
+                print("no datasets yet: drop a .zip into storage/inbox/<user>/<project>/ or run `make demo`")
+            for dataset in datasets:
+                user, project = repository.owner_of(session, dataset)
+                summary = dataset.validation_summary or {}
+                print(
+                    f"{dataset.id:>4}  {dataset.partition_key:40s} {user}/{project}  {dataset.status:10s} "
+                    f"{dataset.format or '-':5s} images={summary.get('images', '-')} "
+                    f"usable={summary.get('usable_images', '-')}"
+                )
+                if dataset.status_reason:
+                    print(f"      reason: {dataset.status_reason}")
+                for export in repository.exports_of(session, dataset.id):
+                    print(f"      {export.format:5s} {export.path}")
+        return EXIT_OK
+    finally:
+        database.dispose()
+        if embedded is not None:
+            embedded.stop()
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    """Copy a dataset's export zip to a file (the old GET /download/{dataset_id})."""
+    import shutil
+    from pathlib import Path
+
+    from dataset_pipeline.db import repository
+
+    database, embedded = _open_database()
+    try:
+        with database.session() as session:
+            dataset = repository.find_dataset(session, args.dataset)
+            if dataset is None:
+                print(f"error: no dataset {args.dataset!r}; `dataset-pipeline list` shows them", file=sys.stderr)
+                return EXIT_NOT_FOUND
+            exports = {export.format: export for export in repository.exports_of(session, dataset.id)}
+        export = exports.get(args.format)
+        if export is None or not Path(export.path).is_file():
+            print(
+                f"error: dataset {dataset.partition_key} has no {args.format} export yet "
+                f"(have: {', '.join(sorted(exports)) or 'none'}); materialise dataset_export first",
+                file=sys.stderr,
+            )
+            return EXIT_NOT_FOUND
+        output = Path(args.output or Path(export.path).name)
+        temporary = output.with_name(f".{output.name}.part")
+        shutil.copyfile(export.path, temporary)
+        os.replace(temporary, output)
+        print(f"{output} ({output.stat().st_size:,} bytes, sha256 {export.sha256})")
+        return EXIT_OK
+    finally:
+        database.dispose()
+        if embedded is not None:
+            embedded.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dataset-pipeline",
@@ -88,6 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--format", choices=["yolo", "coco", "voc"], default="yolo")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=_cmd_demo)
+
+    listing = sub.add_parser("list", help="datasets with status, counts and export paths")
+    listing.set_defaults(handler=_cmd_list)
+
+    download = sub.add_parser("download", help="copy a dataset's export zip (the old GET /download/{id})")
+    download.add_argument("dataset", help="partition key (see `list`) or numeric dataset id")
+    download.add_argument("--format", choices=["yolo", "coco", "voc"], default="yolo")
+    download.add_argument("-o", "--output", help="where to write the zip (default: its own name, here)")
+    download.set_defaults(handler=_cmd_download)
     return parser
 
 

@@ -356,3 +356,7 @@ def exports_of(session: Session, dataset_id: int) -> list[Export]:
 def set_status(session: Session, dataset: Dataset, status: str, reason: str | None = None) -> None:
     dataset.status = status
     dataset.status_reason = reason
+
+
+def list_datasets(session: Session) -> list[Dataset]:
+    return list(session.scalars(sa.select(Dataset).order_by(Dataset.id)))

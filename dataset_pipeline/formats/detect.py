@@ -44,7 +44,8 @@ def _detect_here(root: Path, files: list[str]) -> DatasetFormat | None:
     if any(f.lower().endswith((".yaml", ".yml")) and yolo.has_names_key(root, f) for f in top_files):
         return DatasetFormat.YOLO
     voc_xml = any(_top(f) == "annotations" and f.lower().endswith(".xml") for f in files)
-    if voc_xml and any(_top(f) == "jpegimages" for f in files):
+    voc_meta = any(_top(f) == "imagesets" or f.lower() == "labelmap.txt" for f in files)
+    if (voc_xml or voc_meta) and any(_top(f) == "jpegimages" for f in files):
         return DatasetFormat.VOC
     jsons = [f for f in files if f.lower().endswith(".json") and f.count("/") <= 2]
     if any(coco.looks_like_coco(root / f) for f in jsons):
@@ -59,7 +60,7 @@ def _detect_here(root: Path, files: list[str]) -> DatasetFormat | None:
         ]
         if labels and any(is_image_path(f) for f in files):
             return DatasetFormat.YOLO
-    if voc_xml and any(_top(f) == "imagesets" or f.lower() == "labelmap.txt" for f in files):
+    if voc_xml and voc_meta:
         return DatasetFormat.VOC
     return None
 

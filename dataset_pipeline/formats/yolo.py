@@ -279,12 +279,8 @@ class _Tree:
         for candidate in candidates:
             if candidate is None:
                 continue
-            is_dir = candidate in self.dirs
-            is_file = candidate in self.file_set
-            if (
-                (want_dir is None and (is_dir or is_file))
-                or (want_dir and is_dir)
-                or (want_dir is False and is_file)
+            if (want_dir is not False and candidate in self.dirs) or (
+                want_dir is not True and candidate in self.file_set
             ):
                 return candidate
         return None
@@ -295,9 +291,8 @@ class _Config:
     layout: str
     class_names: list[str]
     meta_files: set[str]
-    declared: (
-        dict[str, list[str]] | None
-    )  # split -> refs (folders / list files / images), None when undeclared
+    # split -> declared refs (folders, .txt lists or images); None when the config declares no split
+    declared: dict[str, list[str]] | None
     base: str  # folder the declared refs are relative to
     source_file: str
 
@@ -365,9 +360,11 @@ def _read_darknet(root: Path, tree: _Tree, top_level: list[str], issues: list[Is
         meta.add(data_file)
         try:
             entries = parse_obj_data((root / data_file).read_bytes(), data_file)
-        except (LabelParseError, OSError) as error:
+        except CodedParseError as error:
+            issues.append(error.to_issue())
+        except OSError as error:
             issues.append(
-                Issue(Severity.ERROR, "yolo.obj_data_invalid", data_file, f"cannot be read: {error}")
+                Issue(Severity.ERROR, "file.unreadable", data_file, f"cannot be read ({error.strerror})")
             )
     names_file = None
     if "names" in entries:
@@ -398,7 +395,7 @@ def _read_darknet(root: Path, tree: _Tree, top_level: list[str], issues: list[Is
     issues.extend(name_issues)
 
     declared: dict[str, list[str]] = {}
-    for key, split in (("train", "train"), ("valid", "val"), ("val", "val"), ("test", "test")):
+    for key, split in _SPLIT_KEYS.items():
         if entries.get(key):
             declared.setdefault(split, []).append(entries[key])
     if not declared:
