@@ -121,7 +121,9 @@ def _cmd_download(args: argparse.Namespace) -> int:
         with database.session() as session:
             dataset = repository.find_dataset(session, args.dataset)
             if dataset is None:
-                print(f"error: no dataset {args.dataset!r}; `dataset-pipeline list` shows them", file=sys.stderr)
+                print(
+                    f"error: no dataset {args.dataset!r}; `dataset-pipeline list` shows them", file=sys.stderr
+                )
                 return EXIT_NOT_FOUND
             exports = {export.format: export for export in repository.exports_of(session, dataset.id)}
         export = exports.get(args.format)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,11 +40,15 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield normalize_url(external)
         return
-    embedded = start_embedded(tmp_path_factory.mktemp("pg") / "pgdata")
+    # Not under pytest's basetemp: pytest prunes old basetemps, which would delete a live server's data
+    # when another pytest session starts on the same machine.
+    folder = Path(tempfile.mkdtemp(prefix="dp-test-pg-"))
+    embedded = start_embedded(folder / "pgdata")
     try:
         yield embedded.server_url
     finally:
         embedded.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,13 @@ def test_help_reads_well(capsys):
 def test_list_and_download(tmp_path, db, dagster_instance, storage_root, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", db.url)
     source = generate_dataset(tmp_path / "up", n_images=10, fmt=DatasetFormat.COCO, seed=2, zipped=True)
-    resources = {"database": DatabaseResource(url=db.url), "storage": LocalDatasetStorage(root=str(storage_root))}
-    key, result = process_upload(dagster_instance, source, user="bo", project="p", name="d", resources=resources)
+    resources = {
+        "database": DatabaseResource(url=db.url),
+        "storage": LocalDatasetStorage(root=str(storage_root)),
+    }
+    key, result = process_upload(
+        dagster_instance, source, user="bo", project="p", name="d", resources=resources
+    )
     assert result.success
 
     assert cli.main(["list"]) == cli.EXIT_OK

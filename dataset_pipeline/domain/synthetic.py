@@ -26,6 +26,7 @@ from dataset_pipeline.domain.model import (
     DatasetFormat,
     LabelState,
 )
+from dataset_pipeline.formats import RENDERERS
 
 #: Readable names for the first classes; later ones are `class_NN`.
 BASE_CLASS_NAMES: tuple[str, ...] = (
@@ -181,8 +182,6 @@ def draw_image(image: CanonicalImage, *, n_classes: int, seed: int = 0, index: i
 
 def _entries(dataset: CanonicalDataset, fmt: DatasetFormat, seed: int) -> Iterator[tuple[str, bytes]]:
     """Every file of the rendered dataset as (archive path, bytes), sorted by path."""
-    from dataset_pipeline.formats import RENDERERS  # formats imports domain; import here to avoid a cycle
-
     rendered = RENDERERS[fmt](dataset)
     painters: dict[tuple[int, int], _Painter] = {}
     by_path: dict[str, tuple[int, CanonicalImage] | bytes] = dict(rendered.label_files.items())

@@ -37,11 +37,13 @@ from dataset_pipeline.formats.common import (
     CodedParseError,
     check_export_names,
     decode_text,
+    error_issue,
     guess_split,
     is_image_path,
     join_within,
     list_files,
     path_suffixes,
+    read_file,
     split_from_path,
     split_order,
     with_image,
@@ -438,17 +440,10 @@ def parse(root: Path) -> ParsedDataset:
     failures: list[str] = []
     for json_path in candidates:
         try:
-            instances = parse_instances((root / json_path).read_bytes(), json_path)
+            instances = parse_instances(read_file(root, json_path), json_path)
         except LabelParseError as error:
-            code = error.code if isinstance(error, CodedParseError) else "coco.json_invalid"
-            issues.append(Issue(Severity.ERROR, code, json_path, str(error), error.line))
+            issues.append(error_issue(error, "coco.json_invalid"))
             failures.append(str(error))
-            continue
-        except OSError as error:
-            issues.append(
-                Issue(Severity.ERROR, "file.unreadable", json_path, f"cannot be read ({error.strerror})")
-            )
-            failures.append(f"{json_path}: cannot be read")
             continue
         issues.extend(instances.issues)
         categories = list(zip(instances.category_ids, instances.class_names, strict=True))

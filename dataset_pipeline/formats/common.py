@@ -120,13 +120,18 @@ def text_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def read_text(root: Path, rel: str) -> str:
-    """Read `root/rel` as strict UTF-8; unreadable files raise `LabelParseError` naming `rel`."""
+def read_file(root: Path, rel: str) -> bytes:
+    """The bytes of `root/rel`; a file the OS will not give raises `LabelParseError` like bad content does, so
+    callers handle one exception."""
     try:
-        data = (root / rel).read_bytes()
+        return (root / rel).read_bytes()
     except OSError as error:
         raise CodedParseError("file.unreadable", rel, f"cannot be read ({error.strerror})") from None
-    return decode_text(data, rel)
+
+
+def read_text(root: Path, rel: str) -> str:
+    """Read `root/rel` as strict UTF-8; unreadable files raise `LabelParseError` naming `rel`."""
+    return decode_text(read_file(root, rel), rel)
 
 
 def join_within(base: str, ref: str) -> str | None:
@@ -207,3 +212,10 @@ def parse_decimal(token: str) -> float | None:
     if len(token) > _MAX_NUMBER_CHARS or not _DECIMAL.fullmatch(token):
         return None
     return float(token)
+
+
+def error_issue(error: LabelParseError, default_code: str, image: str | None = None) -> Issue:
+    """The issue recording a file a per-file parser refused, with the parser's own code when it gave one."""
+    if isinstance(error, CodedParseError):
+        return error.to_issue(image)
+    return Issue(Severity.ERROR, default_code, error.file, str(error), error.line, image=image)

@@ -34,10 +34,12 @@ from dataset_pipeline.formats.common import (
     CodedParseError,
     check_export_names,
     decode_text,
+    error_issue,
     is_image_path,
     list_files,
     normalize_split,
     parse_decimal,
+    read_file,
     split_order,
     text_lines,
     with_image,
@@ -283,14 +285,9 @@ def _read_splits(
     entries: list[tuple[str, str, int]] = []
     for path, split in lists:
         try:
-            rows = parse_split_list((root / path).read_bytes(), path)
-        except CodedParseError as error:
-            issues.append(error.to_issue())
-            continue
-        except OSError as error:
-            issues.append(
-                Issue(Severity.ERROR, "file.unreadable", path, f"cannot be read ({error.strerror})")
-            )
+            rows = parse_split_list(read_file(root, path), path)
+        except LabelParseError as error:
+            issues.append(error_issue(error, "file.unreadable"))
             continue
         for image_id, line in rows:
             entries.append((image_id, path, line))
@@ -325,16 +322,10 @@ def parse(root: Path) -> ParsedDataset:
     declared: list[str] | None = None
     if layout.labelmap is not None:
         try:
-            declared, map_issues = parse_labelmap((root / layout.labelmap).read_bytes(), layout.labelmap)
+            declared, map_issues = parse_labelmap(read_file(root, layout.labelmap), layout.labelmap)
             issues.extend(map_issues)
-        except CodedParseError as error:
-            issues.append(error.to_issue())
-        except OSError as error:
-            issues.append(
-                Issue(
-                    Severity.ERROR, "file.unreadable", layout.labelmap, f"cannot be read ({error.strerror})"
-                )
-            )
+        except LabelParseError as error:
+            issues.append(error_issue(error, "file.unreadable"))
     splits, split_entries = _read_splits(root, layout, issues)
 
     parsed: list[tuple[str, str, VocAnnotation]] = []  # (xml path, image path, annotation)
@@ -342,20 +333,14 @@ def parse(root: Path) -> ParsedDataset:
     for xml_path in layout.annotations:
         stem = posixpath.splitext(xml_path.split("/", 1)[1])[0]
         try:
-            annotation = parse_annotation((root / xml_path).read_bytes(), xml_path)
+            annotation = parse_annotation(read_file(root, xml_path), xml_path)
         except LabelParseError as error:
             image = layout.image_for(None, stem)
-            code = error.code if isinstance(error, CodedParseError) else "voc.xml_malformed"
-            issues.append(Issue(Severity.ERROR, code, xml_path, str(error), error.line, image=image))
+            issues.append(error_issue(error, "voc.xml_malformed", image=image))
             if image is not None and image not in images:
                 images[image] = SourceImage(
                     image, splits.get(stem), LabelState.UNLABELLED, label_file=xml_path
                 )
-            continue
-        except OSError as error:
-            issues.append(
-                Issue(Severity.ERROR, "file.unreadable", xml_path, f"cannot be read ({error.strerror})")
-            )
             continue
         image = layout.image_for(annotation.filename, stem)
         if image is None:

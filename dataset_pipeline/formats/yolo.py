@@ -35,12 +35,14 @@ from dataset_pipeline.formats.common import (
     CodedParseError,
     check_export_names,
     decode_text,
+    error_issue,
     is_image_path,
     join_within,
     list_files,
     normalize_split,
     parse_decimal,
     path_suffixes,
+    read_file,
     read_text,
     split_from_path,
     split_order,
@@ -63,9 +65,7 @@ def _range_excess(values: tuple[float, ...]) -> float:
     return max(max(-v, v - 1.0, 0.0) for v in values)
 
 
-def parse_label_text(
-    data: bytes, file: str, num_classes: int, *, image: str | None = None
-) -> tuple[list[SourceBox], list[Issue]]:
+def parse_label_text(data: bytes, file: str, num_classes: int) -> tuple[list[SourceBox], list[Issue]]:
     """Parse one YOLO label file into boxes and the problems of each bad line.
 
     Bad lines are reported and left out rather than raising, so one typo does not hide the rest of the file;
@@ -82,7 +82,7 @@ def parse_label_text(
             continue
 
         def report(code: str, message: str, severity: Severity = Severity.ERROR, *, at: int = number) -> None:
-            issues.append(Issue(severity, code, file, message, line=at, image=image))
+            issues.append(Issue(severity, code, file, message, line=at))
 
         if not line.isascii():
             report("yolo.non_ascii", "holds non-ASCII characters; write numbers with the digits 0-9 only")
@@ -321,11 +321,9 @@ def has_names_key(root: Path, rel: str) -> bool:
 
 def _read_ultralytics(root: Path, tree: _Tree, yaml_file: str, issues: list[Issue]) -> _Config:
     try:
-        config, names, yaml_issues = parse_data_yaml((root / yaml_file).read_bytes(), yaml_file)
+        config, names, yaml_issues = parse_data_yaml(read_file(root, yaml_file), yaml_file)
     except LabelParseError as error:
         raise DatasetError(f"YOLO dataset: {error}") from None
-    except OSError as error:
-        raise DatasetError(f"YOLO dataset: {yaml_file} cannot be read ({error.strerror})") from None
     issues.extend(yaml_issues)
     base = ""
     path = config.get("path")
@@ -359,13 +357,9 @@ def _read_darknet(root: Path, tree: _Tree, top_level: list[str], issues: list[Is
     if data_file is not None:
         meta.add(data_file)
         try:
-            entries = parse_obj_data((root / data_file).read_bytes(), data_file)
-        except CodedParseError as error:
-            issues.append(error.to_issue())
-        except OSError as error:
-            issues.append(
-                Issue(Severity.ERROR, "file.unreadable", data_file, f"cannot be read ({error.strerror})")
-            )
+            entries = parse_obj_data(read_file(root, data_file), data_file)
+        except LabelParseError as error:
+            issues.append(error_issue(error, "file.unreadable"))
     names_file = None
     if "names" in entries:
         names_file = tree.resolve(entries["names"], ("",), want_dir=False)
@@ -387,11 +381,9 @@ def _read_darknet(root: Path, tree: _Tree, top_level: list[str], issues: list[Is
         )
     meta.add(names_file)
     try:
-        names, name_issues = parse_names_text((root / names_file).read_bytes(), names_file)
+        names, name_issues = parse_names_text(read_file(root, names_file), names_file)
     except LabelParseError as error:
         raise DatasetError(f"YOLO dataset: {error}") from None
-    except OSError as error:
-        raise DatasetError(f"YOLO dataset: {names_file} cannot be read ({error.strerror})") from None
     issues.extend(name_issues)
 
     declared: dict[str, list[str]] = {}
@@ -553,26 +545,13 @@ def parse(root: Path) -> ParsedDataset:
             )
         used_labels.setdefault(label, path)
         try:
-            data = (root / label).read_bytes()
-        except OSError as error:
-            issues.append(
-                Issue(Severity.ERROR, "file.unreadable", label, f"cannot be read ({error.strerror})")
-            )
-            images.append(SourceImage(path, split, LabelState.UNLABELLED, label_file=label))
-            continue
-        if _blank(data):
-            images.append(SourceImage(path, split, LabelState.BACKGROUND, label_file=label))
-            continue
-        try:
-            boxes, label_issues = parse_label_text(data, label, len(cfg.class_names), image=path)
-        except CodedParseError as error:
-            issues.append(error.to_issue(image=path))
-            images.append(SourceImage(path, split, LabelState.UNLABELLED, label_file=label))
-            continue
+            data = read_file(root, label)
+            if _blank(data):
+                images.append(SourceImage(path, split, LabelState.BACKGROUND, label_file=label))
+                continue
+            boxes, label_issues = parse_label_text(data, label, len(cfg.class_names))
         except LabelParseError as error:
-            issues.append(
-                Issue(Severity.ERROR, "yolo.label_unreadable", label, str(error), error.line, image=path)
-            )
+            issues.append(error_issue(error, "yolo.label_unreadable", image=path))
             images.append(SourceImage(path, split, LabelState.UNLABELLED, label_file=label))
             continue
         issues.extend(with_image(label_issues, path))

@@ -338,3 +338,13 @@ def test_render_is_byte_identical() -> None:
     reordered = _dataset()
     reordered.images.reverse()
     assert coco.render(_dataset()) == coco.render(reordered)
+
+
+def test_file_name_cannot_reach_outside_the_upload(tmp_path: Path) -> None:
+    (tmp_path / "secret.jpg").write_bytes(b"outside")
+    root = write(tmp_path / "upload", {"annotations/instances_train.json": json.dumps(doc())})
+    document = doc(images=[{"id": 1, "file_name": "../../secret.jpg", "width": 1, "height": 1}])
+    (root / "annotations/instances_train.json").write_text(json.dumps(document))
+    parsed = coco.parse(root)
+    assert parsed.images == []
+    assert [i.code for i in parsed.issues] == ["coco.image_missing"]

@@ -126,3 +126,11 @@ def test_empty_folder_is_reported(tmp_path: Path) -> None:
 def test_missing_folder_is_reported(tmp_path: Path) -> None:
     with pytest.raises(FormatDetectionError, match="not a folder"):
         detect_format(tmp_path / "nope")
+
+
+def test_symlinks_are_not_followed(tmp_path: Path) -> None:
+    outside = write(tmp_path / "outside", {"b.jpg": "x", "b.txt": "0 0.5 0.5 0.5 0.5\n"})
+    root = write(tmp_path / "upload", LAYOUTS[DatasetFormat.YOLO])
+    (root / "images/linked").symlink_to(outside, target_is_directory=True)
+    (root / "images/c.jpg").symlink_to(outside / "b.jpg")
+    assert [image.path for image in parse_dataset(root).images] == ["images/a.jpg"]

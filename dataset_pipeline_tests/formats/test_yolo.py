@@ -409,3 +409,18 @@ def test_render_refuses_colliding_stems() -> None:
     dataset.images.append(CanonicalImage("a.png", Path("/src/a.png"), 10, 10, "train", []))
     with pytest.raises(ValueError, match="stem"):
         yolo.render(dataset)
+
+
+def test_list_entries_cannot_reach_outside_the_upload(tmp_path: Path) -> None:
+    (tmp_path / "outside.jpg").write_bytes(b"x")
+    root = write(
+        tmp_path / "upload",
+        {
+            "data.yaml": "train: train.txt\nnames: [a]\n",
+            "train.txt": "../outside.jpg\n",
+            "images/a.jpg": b"x",
+        },
+    )
+    parsed = yolo.parse(root)
+    assert all(not image.path.startswith("..") for image in parsed.images)
+    assert "yolo.list_entry_missing" in codes(parsed)
