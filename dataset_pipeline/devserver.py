@@ -24,12 +24,9 @@ GRACE_SECONDS = 20.0
 
 def stop_process_group(process: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> None:
     """SIGINT the whole group, wait, then SIGKILL whatever is left."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGINT)
-    except ProcessLookupError:
-        return
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
@@ -64,11 +61,15 @@ def run_dev(
     print(f"dataset_pipeline: Dagster UI on http://{host}:{port} (Ctrl-C stops everything)", flush=True)
 
     def forward(signum: int, _frame: object) -> None:
-        stop_process_group(process)
+        # Only signal here: waiting inside a handler would deadlock on Popen's wait lock.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return process.wait()
+        while process.poll() is None:
+            time.sleep(0.5)
+        return process.returncode
     finally:
         stop_process_group(process)
         for sig, handler in previous.items():
