@@ -6,23 +6,15 @@ from dataset_pipeline.assets.common import dataset_row, png_markdown
 from dataset_pipeline.assets.validation import validated_dataset
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
-from dataset_pipeline.domain.statistics import ImageBoxes, plot_box_size_histogram, plot_class_bars
+from dataset_pipeline.domain.statistics import (
+    PER_CLASS_COLUMNS,
+    ImageBoxes,
+    plot_box_size_histogram,
+    plot_class_bars,
+)
 from dataset_pipeline.domain.statistics import class_distribution as compute_distribution
 from dataset_pipeline.partitions import dataset_partitions
 from dataset_pipeline.resources.database import DatabaseResource
-
-_STORED_COLUMNS = (
-    "split",
-    "class_index",
-    "class_name",
-    "boxes",
-    "images",
-    "share",
-    "small",
-    "medium",
-    "large",
-    "aspect_median",
-)
 
 
 def _plain(value: object) -> object:
@@ -50,8 +42,8 @@ def class_distribution(context: dg.AssetExecutionContext, database: DatabaseReso
         [ImageBoxes(image.source_split, image.boxes, image.width, image.height) for image in images],
     )
     rows = [
-        {column: _plain(value) for column, value in zip(_STORED_COLUMNS, record, strict=True)}
-        for record in report.per_class[list(_STORED_COLUMNS)].itertuples(index=False, name=None)
+        {column: _plain(value) for column, value in zip(PER_CLASS_COLUMNS, record, strict=True)}
+        for record in report.per_class[list(PER_CLASS_COLUMNS)].itertuples(index=False, name=None)
     ]
     with database.session() as session:
         repository.replace_distribution(session, dataset_id, rows)
