@@ -12,9 +12,9 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    from dataset_pipeline.devserver import run_dev
+    from dataset_pipeline.devserver import drop_sample_on_first_start, run_dev
 
-    return run_dev(host=args.host, port=args.port)
+    return run_dev(host=args.host, port=args.port, before_start=drop_sample_on_first_start)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -146,6 +146,29 @@ def _cmd_download(args: argparse.Namespace) -> int:
             embedded.stop()
 
 
+def _cmd_submit(args: argparse.Namespace) -> int:
+    """Put an upload into the inbox for the sensor (the old POST /upload-dataset)."""
+    from pathlib import Path
+
+    from dataset_pipeline.domain.inbox import InboxError, place_in_inbox
+    from dataset_pipeline.settings import Settings
+
+    inbox = Settings.from_env().storage_root / "inbox"
+    try:
+        target = place_in_inbox(Path(args.path), inbox, args.user, args.project, args.name)
+    except InboxError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NOT_FOUND if "no such file" in str(error) else EXIT_USAGE
+    except OSError as error:
+        print(f"error: could not copy {args.path} into {inbox}: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{target}")
+    print(
+        "the inbox sensor picks it up within seconds while `make dev` runs; `dataset-pipeline list` shows it"
+    )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dataset-pipeline",
@@ -165,6 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--format", choices=["yolo", "coco", "voc"], default="yolo")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=_cmd_demo)
+
+    submit = sub.add_parser(
+        "submit",
+        help="copy a .zip or folder into the inbox for processing (written as .part, then renamed)",
+        description="Copy a dataset into storage/inbox/USER/PROJECT/ where the inbox sensor picks it up. "
+        "Exit codes: 0 submitted, 2 bad name or already waiting, 3 no such file.",
+    )
+    submit.add_argument("path", help="a .zip file or a folder in YOLO, COCO or Pascal VOC layout")
+    submit.add_argument("--user", required=True, help="owner, e.g. alice")
+    submit.add_argument("--project", required=True, help="project, e.g. traffic")
+    submit.add_argument("--name", help="dataset name (default: the file name without .zip)")
+    submit.set_defaults(handler=_cmd_submit)
 
     listing = sub.add_parser("list", help="datasets with status, counts and export paths")
     listing.set_defaults(handler=_cmd_list)

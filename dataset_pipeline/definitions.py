@@ -3,13 +3,17 @@
 import dagster as dg
 
 from dataset_pipeline.assets import ALL_ASSETS
-from dataset_pipeline.jobs import process_dataset_job
+from dataset_pipeline.jobs import edit_labels_job, process_dataset_job, revalidate_dataset_job
 from dataset_pipeline.resources.database import DatabaseResource
 from dataset_pipeline.resources.storage import LocalDatasetStorage
+from dataset_pipeline.schedules import nightly_revalidation
+from dataset_pipeline.sensors import automation_sensor, inbox_sensor
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
-    jobs=[process_dataset_job],
+    jobs=[process_dataset_job, revalidate_dataset_job, edit_labels_job],
+    sensors=[inbox_sensor, automation_sensor],
+    schedules=[nightly_revalidation],
     resources={
         "database": DatabaseResource(),
         "storage": LocalDatasetStorage(),

@@ -12,8 +12,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from dataset_pipeline.embedded_postgres import redact
 from dataset_pipeline.runtime import PROJECT_ROOT, Runtime, prepare_runtime
@@ -33,6 +35,38 @@ def stop_process_group(process: subprocess.Popen[bytes], grace: float = GRACE_SE
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # also reaps grandchildren that ignored SIGINT
     process.wait()
+
+
+SAMPLE_OWNER = ("demo", "samples")
+
+
+def drop_sample_on_first_start(runtime: Runtime, n_images: int = 40) -> Path | None:
+    """On an empty storage, put a generated YOLO dataset into the inbox so the first screen shows a run.
+
+    Skipped when the storage already holds anything (datasets or drops) or SAMPLE=0.
+    """
+    if os.environ.get("SAMPLE", "1").strip().lower() in ("0", "no", "false", "off"):
+        return None
+    root = runtime.settings.storage_root
+    if root.exists() and any(entry.name != "inbox" for entry in root.iterdir()):
+        return None
+    inbox = root / "inbox"
+    if inbox.exists() and any(inbox.iterdir()):
+        return None
+    from dataset_pipeline.domain.inbox import place_in_inbox
+    from dataset_pipeline.domain.model import DatasetFormat
+    from dataset_pipeline.domain.synthetic import generate_dataset
+
+    with tempfile.TemporaryDirectory(prefix="dataset-pipeline-sample-") as scratch:
+        sample = generate_dataset(
+            Path(scratch) / "sample", n_images=n_images, fmt=DatasetFormat.YOLO, seed=0, zipped=True
+        )
+        target = place_in_inbox(sample, inbox, *SAMPLE_OWNER, name="sample-yolo")
+    print(
+        f"dataset_pipeline: first start: dropped a sample dataset at {target} (SAMPLE=0 skips this)",
+        flush=True,
+    )
+    return target
 
 
 def run_dev(

@@ -7,7 +7,13 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from dataset_pipeline.assets.common import dataset_row, png_markdown, progress_logger, source_root
+from dataset_pipeline.assets.common import (
+    RERUN_WHEN_UPSTREAM_CHANGES,
+    dataset_row,
+    png_markdown,
+    progress_logger,
+    source_root,
+)
 from dataset_pipeline.assets.distribution import class_distribution
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
@@ -84,7 +90,7 @@ def augmented_name(source_relative_path: str, copy_index: int) -> str:
     group_name="augment",
     kinds={"python", "postgres"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,
     description="Augmented copies of valid training images, each stored with its source and recipe.",
 )
 def augmented_dataset(

@@ -10,6 +10,12 @@ from sqlalchemy.orm import Session
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
 
+#: Downstream stages re-run by themselves when what they read changed (a label edit, a re-validation that
+#: found something), but never past a failed blocking check: `eager` plus the checks of the parents.
+RERUN_WHEN_UPSTREAM_CHANGES = (
+    dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("eager_after_passing_checks")
+
 
 def dataset_row(session: Session, partition_key: str) -> Dataset:
     try:

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from dataset_pipeline.assets.common import dataset_row, png_markdown
+from dataset_pipeline.assets.common import RERUN_WHEN_UPSTREAM_CHANGES, dataset_row, png_markdown
 from dataset_pipeline.assets.validation import validated_dataset
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
@@ -29,7 +29,7 @@ def _plain(value: object) -> object:
     group_name="analyse",
     kinds={"python", "postgres"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,
     description="Per class: boxes, images, share, COCO size buckets, aspect ratios; per source split when present.",
 )
 def class_distribution(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:

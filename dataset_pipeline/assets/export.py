@@ -7,7 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from dataset_pipeline.assets.augmentation import AUGMENTED_FOLDER
-from dataset_pipeline.assets.common import dataset_row, source_root
+from dataset_pipeline.assets.common import RERUN_WHEN_UPSTREAM_CHANGES, dataset_row, source_root
 from dataset_pipeline.assets.splits import dataset_splits
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset, SplitReport
@@ -44,7 +44,7 @@ def export_file_name(relative_path: str, is_augmented: bool) -> str:
     group_name="export",
     kinds={"python", "postgres"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,
     description="Zipped YOLO / COCO / VOC exports with a manifest, under storage/{user}/{project}/{dataset}/exports.",
 )
 def dataset_export(

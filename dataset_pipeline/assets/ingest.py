@@ -29,6 +29,10 @@ class RawUploadConfig(dg.Config):
     user: str = ""
     project: str = ""
     name: str = Field(default="", description="Dataset name; defaults to the file name without .zip")
+    version: int = Field(
+        default=0,
+        description="Version the sensor chose for the partition key (a re-drop of a name); 0 = next",
+    )
     max_entries: int = 200_000
     max_total_gb: float = 20.0
     max_compression_ratio: float = 200.0
@@ -59,18 +63,6 @@ def keep_source_copy(source: Path, target: Path, *, move: bool) -> None:
     if target.exists():
         shutil.rmtree(target) if target.is_dir() else target.unlink()
     os.replace(staging, target)
-
-
-def _reject(storage: LocalDatasetStorage, source: Path, reason: str) -> None:
-    """Move a drop out of the inbox into inbox/_rejected/ with a note saying why."""
-    inbox = storage.inbox_dir()
-    if not source.is_relative_to(inbox) or not source.exists():
-        return
-    target = storage.rejected_dir() / source.name
-    if target.exists():
-        target = target.with_name(f"{source.name}.{os.getpid()}")
-    os.replace(source, target)
-    storage.write_bytes(target.with_name(target.name + ".error.txt"), (reason + "\n").encode())
 
 
 @dg.asset(
@@ -120,11 +112,11 @@ def raw_upload(
                 f" of {user}/{project}; it was not processed again."
             )
             context.log.warning(message)
-            _reject(storage, source, message)
+            storage.reject_drop(source, message)
             return  # no materialisation: the rest of the graph is skipped for this partition
         dataset = repository.find_dataset(session, partition_key)
         if dataset is None:
-            version = repository.next_version(session, project_row.id, name)
+            version = max(config.version, repository.next_version(session, project_row.id, name))
             dataset = Dataset(
                 project_id=project_row.id,
                 name=name,

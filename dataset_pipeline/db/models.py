@@ -206,7 +206,7 @@ class SplitReport(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
-class LabelEdit(Base):
+class LabelEditRecord(Base):
     """Audit trail of label edits (the old POST /label): who, when, what, and counts before/after."""
 
     __tablename__ = "label_edits"

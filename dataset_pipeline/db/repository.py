@@ -6,12 +6,15 @@ changes commit or roll back together.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
 from dataset_pipeline.db.bulk import copy_rows
@@ -22,10 +25,12 @@ from dataset_pipeline.db.models import (
     Export,
     Image,
     Label,
+    LabelEditRecord,
     Project,
     SplitReport,
     User,
 )
+from dataset_pipeline.domain.label_edits import EditEffect, ImageLabels, LabelEdit, LabelSet
 from dataset_pipeline.domain.model import Box, Issue, LabelState
 
 IMAGE_COLUMNS = (
@@ -360,3 +365,161 @@ def set_status(session: Session, dataset: Dataset, status: str, reason: str | No
 
 def list_datasets(session: Session) -> list[Dataset]:
     return list(session.scalars(sa.select(Dataset).order_by(Dataset.id)))
+
+
+# --- label edits -----------------------------------------------------------------------------------------
+
+
+def load_label_set(session: Session, dataset_id: int) -> tuple[LabelSet, dict[str, int]]:
+    """Classes and boxes of the dataset's original images (augmented copies are derived, not edited)."""
+    dataset = session.get(Dataset, dataset_id)
+    assert dataset is not None
+    rows = session.execute(
+        sa.select(Image.id, Image.relative_path, Image.width, Image.height, Image.label_state)
+        .where(Image.dataset_id == dataset_id, Image.is_augmented.is_(False))
+        .order_by(Image.relative_path)
+    ).all()
+    images = {
+        row.relative_path: ImageLabels(row.width, row.height, [], LabelState(row.label_state)) for row in rows
+    }
+    path_of = {row.id: row.relative_path for row in rows}
+    labels = session.execute(
+        sa.select(
+            Label.image_id,
+            Label.class_index,
+            Label.x_min,
+            Label.y_min,
+            Label.x_max,
+            Label.y_max,
+            Label.attributes,
+        )
+        .where(Label.dataset_id == dataset_id)
+        .order_by(Label.image_id, Label.id)
+    )
+    for image_id, class_index, x_min, y_min, x_max, y_max, attributes in labels:
+        path = path_of.get(image_id)
+        if path is not None:
+            images[path].boxes.append(Box(class_index, x_min, y_min, x_max, y_max, attributes or {}))
+    ids = {path: image_id for image_id, path in path_of.items()}
+    return LabelSet(list(dataset.class_names), images), ids
+
+
+def store_label_set(session: Session, dataset_id: int, labels: LabelSet, ids: dict[str, int]) -> None:
+    """Swap the original images' labels for `labels` in bulk; augmented copies, now stale, are removed."""
+    session.execute(sa.delete(Image).where(Image.dataset_id == dataset_id, Image.is_augmented.is_(True)))
+    session.execute(sa.delete(Label).where(Label.dataset_id == dataset_id))
+    states = sa.values(sa.column("id", sa.BigInteger), sa.column("state", sa.String), name="s").data(
+        [(ids[path], str(image.label_state)) for path, image in labels.images.items()]
+    )
+    if labels.images:
+        session.execute(
+            sa.update(Image).where(Image.id == states.c.id).values(label_state=states.c.state),
+            execution_options={"synchronize_session": False},
+        )
+    copy_rows(
+        session.connection(),
+        "labels",
+        LABEL_COLUMNS,
+        (
+            (
+                dataset_id,
+                ids[path],
+                box.class_index,
+                box.x_min,
+                box.y_min,
+                box.x_max,
+                box.y_max,
+                dict(box.attributes),
+            )
+            for path, image in labels.images.items()
+            for box in image.boxes
+        ),
+    )
+    dataset = session.get(Dataset, dataset_id)
+    assert dataset is not None
+    dataset.class_names = list(labels.class_names)
+
+
+def record_label_edits(
+    session: Session,
+    dataset_id: int,
+    edited_by: str,
+    edits: Sequence[LabelEdit],
+    effects: Sequence[EditEffect],
+    run_id: str | None,
+) -> None:
+    session.execute(
+        sa.insert(LabelEditRecord),
+        [
+            {
+                "dataset_id": dataset_id,
+                "edited_by": edited_by,
+                "operation": edit.operation,
+                "params": edit.params(),
+                "boxes_before": effect.boxes_before,
+                "boxes_after": effect.boxes_after,
+                "classes_before": effect.classes_before,
+                "classes_after": effect.classes_after,
+                "run_id": run_id,
+            }
+            for edit, effect in zip(edits, effects, strict=True)
+        ],
+    )
+
+
+def recorded_label_edits(session: Session, dataset_id: int) -> list[LabelEdit]:
+    """Every edit made to a dataset, oldest first: validation replays them after re-reading the files."""
+    params = session.scalars(
+        sa.select(LabelEditRecord.params)
+        .where(LabelEditRecord.dataset_id == dataset_id)
+        .order_by(LabelEditRecord.id)
+    )
+    return [LabelEdit.from_params(p) for p in params]
+
+
+def image_hashes(session: Session, dataset_id: int) -> dict[str, str]:
+    """relative path -> sha256 of the original images at the last validation (what re-validation compares)."""
+    return dict(
+        session.execute(
+            sa.select(Image.relative_path, Image.sha256).where(
+                Image.dataset_id == dataset_id, Image.is_augmented.is_(False)
+            )
+        ).all()
+    )
+
+
+def content_version(session: Session, dataset_id: int) -> str:
+    """A hash of what the rest of the graph reads from validation (classes, original images, their boxes):
+    the validated_dataset data version, equal whenever re-validating or editing changed nothing."""
+
+    def md5_of_rows(columns: Sequence[Any], order_by: Sequence[Any]) -> Any:
+        row = sa.func.concat_ws("|", *columns)
+        return sa.func.coalesce(
+            sa.func.md5(sa.func.string_agg(row, aggregate_order_by(sa.literal("\n"), *order_by))), ""
+        )
+
+    originals = (Image.dataset_id == dataset_id, Image.is_augmented.is_(False))
+    image_fields = (
+        Image.relative_path,
+        Image.sha256,
+        Image.quarantined,
+        Image.label_state,
+        Image.source_split,
+    )
+    images = sa.select(md5_of_rows(image_fields, [Image.relative_path])).where(*originals)
+    box_fields = (Label.class_index, Label.x_min, Label.y_min, Label.x_max, Label.y_max)
+    labels = (
+        sa.select(
+            md5_of_rows(
+                (Image.relative_path, *box_fields, sa.cast(Label.attributes, sa.Text)),
+                [Image.relative_path, *box_fields, Label.id],
+            )
+        )
+        .select_from(Label)
+        .join(Image, Image.id == Label.image_id)
+        .where(*originals)
+    )
+    dataset = session.get(Dataset, dataset_id)
+    assert dataset is not None
+    parts = (json.dumps(dataset.class_names), session.scalar(images), session.scalar(labels))
+    return hashlib.sha256("\0".join(part or "" for part in parts).encode()).hexdigest()[:32]

@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Collection
 
 PARTITION_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _UNSAFE = re.compile(r"[^a-z0-9_-]+")
+#: Names that come from outside (user, project, dataset) must match this before they touch a path.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+RESERVED_NAMES = frozenset({"inbox", "_rejected", "_processing"})
+
+
+def name_problem(value: object, kind: str) -> str | None:
+    """Why `value` cannot be a user, project or dataset name, or None when it can."""
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or ".." in value:
+        return (
+            f"{kind} name {value!r} is not allowed: use 1-64 characters from letters, digits, '_', '-', '.', "
+            "starting with a letter or digit, without '..'"
+        )
+    if value.lower() in RESERVED_NAMES:
+        return f"{kind} name {value!r} is reserved"
+    return None
 
 
 def _slug(text: str) -> str:
@@ -22,6 +38,14 @@ def partition_key_for(user: str, project: str, name: str, version: int = 1) -> s
         key = f"{key[: 64 - 7].rstrip('-_')}-{suffix}"
     assert PARTITION_KEY.fullmatch(key), key
     return key
+
+
+def next_partition_key(user: str, project: str, name: str, taken: Collection[str]) -> tuple[str, int]:
+    """The first free (key, version) for a dataset name: a changed file under the same name is version 2."""
+    version = 1
+    while (key := partition_key_for(user, project, name, version)) in taken:
+        version += 1
+    return key, version
 
 
 def dataset_folder_name(name: str, version: int) -> str:

@@ -116,11 +116,11 @@ def extract_zip(archive: Path, destination: Path, limits: ExtractionLimits) -> E
             with _Staging(destination) as staging:
                 written = 0
                 for info, parts in plan:
-                    if info.is_dir():
+                    if _is_dir(info):
                         _make_dirs(staging, parts)
                     else:
                         written += _write_zip_entry(archive, zf, info, staging, parts)
-                files = sum(1 for info, _ in plan if not info.is_dir())
+                files = sum(1 for info, _ in plan if not _is_dir(info))
     except (zipfile.BadZipFile, EOFError, NotImplementedError, struct.error) as error:
         raise DatasetError(
             f"{archive.name}: the zip is corrupt, truncated or still being copied ({error}). "
@@ -313,6 +313,11 @@ def _safe_parts(archive: Path, raw_name: str) -> tuple[str, ...]:
     return parts
 
 
+def _is_dir(info: zipfile.ZipInfo) -> bool:
+    """A folder entry; zipfile only knows the trailing `/`, old Windows zippers end folders with `\\`."""
+    return info.is_dir() or info.orig_filename.endswith("\\")
+
+
 def _check_entry_type(archive: Path, info: zipfile.ZipInfo) -> None:
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
@@ -320,9 +325,9 @@ def _check_entry_type(archive: Path, info: zipfile.ZipInfo) -> None:
     file_type = stat.S_IFMT(mode)
     if file_type == 0:  # DOS/Windows zips carry no Unix type; the trailing slash decides
         return
-    if info.is_dir() and stat.S_ISDIR(mode):
+    if _is_dir(info) and stat.S_ISDIR(mode):
         return
-    if not info.is_dir() and stat.S_ISREG(mode):
+    if not _is_dir(info) and stat.S_ISREG(mode):
         return
     raise UnsafeArchiveError(
         archive, info.orig_filename, f"is not a regular file or folder (Unix type {oct(file_type)})"
@@ -388,14 +393,14 @@ def _plan_zip(
         if _is_junk(parts):
             junk += 1
             continue
-        if not info.is_dir() and parts[-1].lower().endswith(_NESTED_ARCHIVE_SUFFIXES):
+        if not _is_dir(info) and parts[-1].lower().endswith(_NESTED_ARCHIVE_SUFFIXES):
             raise UnsafeArchiveError(
                 archive,
                 name,
                 "is an archive inside the archive; nested archives are not unpacked",
                 "Unpack it and put its files in the upload itself, then upload again.",
             )
-        if info.is_dir():
+        if _is_dir(info):
             registry.add_dir(parts)
         else:
             registry.add_file(parts)

@@ -25,6 +25,7 @@ _SPLIT_ALIASES: dict[str, str] = {
 #: Files archivers and macOS leave behind; they are never part of a dataset.
 _JUNK_DIRS: frozenset[str] = frozenset({"__MACOSX"})
 _JUNK_FILES: frozenset[str] = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class CodedParseError(LabelParseError):
@@ -103,12 +104,13 @@ def decode_text(data: bytes, file: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
+        # utf-8-sig counts positions after the BOM it dropped; count from the start of the file.
+        start = error.start + (len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0)
+        line = data.count(b"\n", 0, start) + 1
         raise CodedParseError(
             "text.not_utf8",
             file,
-            f"is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
-            "save the file as UTF-8",
+            f"is not UTF-8 text (byte 0x{data[start]:02x} at offset {start}); save the file as UTF-8",
             line,
         ) from None
 

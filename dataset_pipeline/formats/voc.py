@@ -115,7 +115,7 @@ def parse_annotation(data: bytes, file: str) -> VocAnnotation:
     if root.tag != "annotation":
         raise CodedParseError("voc.xml_structure", file, f"has root <{root.tag[:50]}>, expected <annotation>")
     issues: list[Issue] = []
-    width, height = _read_size(root, file, issues)
+    width, height = _read_size(root, file, lines, issues)
     filename = (root.findtext("filename") or "").strip() or None
     annotation = VocAnnotation(filename, width, height, 0, issues=issues)
     for number, element in enumerate(root.findall("object"), start=1):
@@ -127,7 +127,9 @@ def parse_annotation(data: bytes, file: str) -> VocAnnotation:
     return annotation
 
 
-def _read_size(root: ET.Element, file: str, issues: list[Issue]) -> tuple[int | None, int | None]:
+def _read_size(
+    root: ET.Element, file: str, lines: dict[int, int], issues: list[Issue]
+) -> tuple[int | None, int | None]:
     size = root.find("size")
     if size is None:
         return None, None
@@ -141,6 +143,7 @@ def _read_size(root: ET.Element, file: str, issues: list[Issue]) -> tuple[int | 
             "voc.size_invalid",
             file,
             f"<size> is {texts[0][:20]!r} x {texts[1][:20]!r}; the image's own size is used instead",
+            lines.get(id(size)),
         )
     )
     return None, None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -19,11 +18,8 @@ from typing import BinaryIO
 
 import dagster as dg
 
+from dataset_pipeline.domain.naming import name_problem
 from dataset_pipeline.settings import Settings
-
-#: Names that come from outside (user, project, dataset) must match this before they touch a path.
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-RESERVED_NAMES = frozenset({"inbox", "_rejected", "_processing"})
 
 
 class UnsafePathError(ValueError):
@@ -32,13 +28,9 @@ class UnsafePathError(ValueError):
 
 def check_name(value: str, kind: str) -> str:
     """Validate one path component (user, project or dataset name) and return it unchanged."""
-    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or ".." in value:
-        raise UnsafePathError(
-            f"{kind} name {value!r} is not allowed: use 1-64 characters from letters, digits, '_', '-', '.', "
-            "starting with a letter or digit, without '..'"
-        )
-    if value.lower() in RESERVED_NAMES:
-        raise UnsafePathError(f"{kind} name {value!r} is reserved")
+    problem = name_problem(value, kind)
+    if problem:
+        raise UnsafePathError(problem)
     return value
 
 
@@ -104,6 +96,24 @@ class LocalDatasetStorage(DatasetStorage):
         path = self.inbox_dir() / "_rejected"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def reject_drop(self, drop: Path, reason: str) -> Path | None:
+        """Move an inbox entry into `inbox/_rejected/` with a `.error.txt` beside it saying why.
+
+        Returns where it went, or None when it is not in the inbox (CLI uploads are never moved) or is gone.
+        """
+        inbox = self.inbox_dir()
+        if not drop.is_relative_to(inbox) or not os.path.lexists(drop):
+            return None
+        rejected = self.rejected_dir()
+        target = rejected / drop.name
+        counter = 1
+        while os.path.lexists(target) or os.path.lexists(f"{target}.error.txt"):
+            counter += 1
+            target = rejected / f"{drop.name}.{counter}"
+        os.replace(drop, target)
+        self.write_bytes(target.with_name(target.name + ".error.txt"), (reason.rstrip() + "\n").encode())
+        return target
 
     def resolve(self, relative: str) -> Path:
         candidate = Path(relative)

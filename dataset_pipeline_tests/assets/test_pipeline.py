@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from dataset_pipeline.domain.synthetic import generate_dataset
 
 from dataset_pipeline.db import repository
 from dataset_pipeline.domain.model import DatasetFormat
+from dataset_pipeline.domain.synthetic import generate_dataset
 from dataset_pipeline.formats import parse_dataset
 from dataset_pipeline.local_run import process_upload
 from dataset_pipeline.resources.database import DatabaseResource

@@ -86,6 +86,37 @@ def test_truncated_jpeg_is_caught_in_draft_mode(tmp_path: Path, monkeypatch: pyt
     assert not facts.usable
 
 
+@pytest.mark.parametrize("progressive", [False, True])
+def test_truncated_jpeg_passes_verify_but_not_the_check(tmp_path: Path, progressive: bool) -> None:
+    buffer = io.BytesIO()
+    blocks(2, (256, 256)).save(buffer, "JPEG", quality=90, progressive=progressive)
+    data = buffer.getvalue()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) * 2 // 3])
+    with Image.open(tmp_path / "cut.jpg") as image:
+        image.verify()  # what a header-only check would accept
+    facts = check_image(tmp_path, "cut.jpg")
+    assert codes(facts) == {"image.truncated": Severity.ERROR}
+    assert not facts.usable
+
+
+def test_jpeg_missing_only_its_end_marker_is_truncated(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    blocks(3, (64, 64)).save(buffer, "JPEG")
+    (tmp_path / "no_eoi.jpg").write_bytes(buffer.getvalue()[:-2])
+    assert "image.truncated" in codes(check_image(tmp_path, "no_eoi.jpg"))
+
+
+def test_truncated_png_is_caught(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    facts = check_image(tmp_path, "cut.png")
+    assert codes(facts).get("image.truncated") is Severity.ERROR
+    assert not facts.usable
+
+
 def test_zero_byte_file(tmp_path: Path) -> None:
     (tmp_path / "empty.jpg").write_bytes(b"")
     facts = check_image(tmp_path, "empty.jpg")
@@ -100,6 +131,18 @@ def test_png_named_jpg_is_a_format_mismatch(tmp_path: Path) -> None:
     message = facts.issues[0].message
     assert "PNG" in message and ".jpg" in message and "JPEG" in message
     assert facts.format == "PNG" and facts.width == 8
+
+
+@pytest.mark.parametrize(
+    ("name", "image_format", "real"), [("fake.png", "JPEG", "JPEG"), ("fake.jpg", "BMP", "BMP")]
+)
+def test_content_other_than_the_extension_is_a_format_mismatch(
+    tmp_path: Path, name: str, image_format: str, real: str
+) -> None:
+    save(Image.new("RGB", (8, 8)), tmp_path, name, image_format)
+    facts = check_image(tmp_path, name)
+    assert codes(facts) == {"image.format_mismatch": Severity.ERROR}
+    assert real in facts.issues[0].message and name[-4:] in facts.issues[0].message
 
 
 def test_garbage_is_undecodable(tmp_path: Path) -> None:
@@ -137,6 +180,67 @@ def test_exif_orientation_6_reports_upright_size(tmp_path: Path) -> None:
     assert encoded is not None
     with Image.open(io.BytesIO(encoded)) as upright:
         assert upright.size == (20, 40) and upright.getexif().get(274) is None
+
+
+#: The transpose that turns an upright picture into the pixels a camera stores with each EXIF orientation.
+_STORED_FOR_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def marked_upright() -> Image.Image:
+    """64x32, blue, with a red 16x16 square in the top-left corner: every orientation moves the square."""
+    image = Image.new("RGB", (64, 32), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 16, 16))
+    return image
+
+
+def stored_with_orientation(root: Path, name: str, orientation: int) -> str:
+    upright = marked_upright()
+    transpose = _STORED_FOR_ORIENTATION.get(orientation)
+    stored = upright.transpose(transpose) if transpose is not None else upright
+    exif = Image.Exif()
+    exif[274] = orientation
+    return save(stored, root, name, exif=exif, quality=95)
+
+
+def red_square_top_left(pixels: np.ndarray) -> bool:
+    return (
+        pixels.shape == (32, 64, 3)
+        and pixels[3:13, 3:13, 0].mean() > 200
+        and pixels[3:13, 3:13, 2].mean() < 60
+        and pixels[20:29, 40:60, 2].mean() > 200
+    )
+
+
+@pytest.mark.parametrize("extension", ["jpg", "png", "webp"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_gives_the_same_upright_size_and_pixels(
+    tmp_path: Path, extension: str, orientation: int
+) -> None:
+    name = stored_with_orientation(tmp_path, f"o{orientation}.{extension}", orientation)
+    facts = check_image(tmp_path, name)
+    assert (facts.width, facts.height, facts.exif_orientation) == (64, 32, orientation)
+    assert red_square_top_left(load_upright_rgb(tmp_path / name))
+    encoded = upright_jpeg_bytes(tmp_path / name)
+    if encoded is not None:
+        with Image.open(io.BytesIO(encoded)) as upright:
+            assert upright.getexif().get(274) is None
+            assert red_square_top_left(np.asarray(upright.convert("RGB")))
+
+
+def test_dhash_of_an_exif_rotated_photo_matches_a_physically_rotated_copy(tmp_path: Path) -> None:
+    upright = save(blocks(3), tmp_path, "upright.jpg", quality=90)
+    exif = Image.Exif()
+    exif[274] = 6
+    rotated = save(blocks(3).transpose(Image.Transpose.ROTATE_90), tmp_path, "rotated.jpg", exif=exif)
+    assert check_image(tmp_path, upright).dhash == check_image(tmp_path, rotated).dhash
 
 
 def test_tiff_orientation_is_not_applied_twice(tmp_path: Path) -> None:

@@ -168,8 +168,8 @@ def test_degenerate_box_after_clipping_is_an_error() -> None:
     sliver = xyxy(0, (199.5, 0, 201, 50), "a.txt", line=3)  # 0.5 px wide once clipped to the edge
     outcome = run(labelled("a.jpg", thin, inverted, sliver), min_box_px=1.0)
 
-    flagged = [(i.code, i.line) for i in outcome.issues if i.severity is Severity.ERROR]
-    assert flagged == [("box.degenerate", 1), ("box.degenerate", 2), ("box.degenerate", 3)]
+    flagged = [(i.code, i.file, i.line) for i in outcome.issues if i.severity is Severity.ERROR]
+    assert flagged == [("box.degenerate", "a.txt", n) for n in (1, 2, 3)]
     assert outcome.images[0].quarantined
 
 
@@ -177,7 +177,8 @@ def test_unknown_class_and_non_finite_coordinates_are_errors() -> None:
     outcome = run(
         labelled("a.jpg", xyxy(7, (0, 0, 10, 10), "a.txt", 1), xyxy(0, (0, float("nan"), 10, 10), "a.txt", 2))
     )
-    assert sorted(codes(outcome, Severity.ERROR)) == ["box.not_finite", "box.unknown_class"]
+    located = sorted((i.code, i.file, i.line) for i in outcome.issues if i.severity is Severity.ERROR)
+    assert located == [("box.not_finite", "a.txt", 2), ("box.unknown_class", "a.txt", 1)]
 
 
 def test_exact_duplicate_boxes_warn_and_keep_one() -> None:
@@ -189,7 +190,7 @@ def test_exact_duplicate_boxes_warn_and_keep_one() -> None:
     )
 
     (issue,) = [i for i in outcome.issues if i.code == "box.duplicate"]
-    assert (issue.severity, issue.line) == (Severity.WARNING, 2)
+    assert (issue.severity, issue.file, issue.line, issue.image) == (Severity.WARNING, "a.txt", 2, "a.jpg")
     assert [b.class_index for b in outcome.images[0].boxes] == [0, 1]
     assert len(outcome.images[1].boxes) == 1  # the same box on another image is no duplicate
     assert outcome.quarantined == []
@@ -339,6 +340,7 @@ def test_box_far_from_its_class_distribution_is_a_statistical_outlier() -> None:
 
     (issue,) = [i for i in outcome.issues if i.code == "stats.box_outlier"]
     assert issue.severity is Severity.WARNING and issue.image == "huge.jpg" and issue.file == "huge.jpg.txt"
+    assert issue.line == 1
     assert "area" in issue.message and "aspect ratio" in issue.message
     assert outcome.quarantined == []
 

@@ -41,11 +41,35 @@ def doc(**overrides: Any) -> dict[str, Any]:
 
 def parse_doc(document: dict[str, Any] | str) -> coco.CocoInstances:
     text = document if isinstance(document, str) else json.dumps(document)
-    return coco.parse_instances(text.encode(), "annotations/instances_train.json")
+    return coco.parse_instances(text.encode(), FILE)
+
+
+FILE = "annotations/instances_train.json"
+#: Codes about one annotation: the issue must name it, since a JSON file has no useful line numbers.
+ANNOTATION_CODES = frozenset(
+    {
+        "coco.annotation_id_invalid",
+        "coco.duplicate_annotation_id",
+        "coco.dangling_image_id",
+        "coco.dangling_category_id",
+        "coco.bbox_not_list",
+        "coco.bbox_length",
+        "coco.not_finite",
+        "coco.bbox_not_numeric",
+        "coco.bbox_non_positive",
+        "coco.iscrowd_invalid",
+    }
+)
 
 
 def all_codes(instances: coco.CocoInstances) -> list[str]:
-    return [i.code for i in instances.issues] + [i.code for e in instances.images for i in e.issues]
+    """Every issue's code; each issue must name the file, and the annotation when it is about one."""
+    issues = instances.issues + [i for e in instances.images for i in e.issues]
+    for issue in issues:
+        assert issue.file == FILE and issue.message
+        if issue.code in ANNOTATION_CODES:
+            assert issue.annotation_id is not None, issue
+    return [i.code for i in issues]
 
 
 def test_valid_instances_give_xyxy_boxes() -> None:
@@ -79,26 +103,31 @@ def test_category_id_zero_warns() -> None:
 
 def test_duplicate_category_id_is_an_error() -> None:
     parsed = parse_doc(doc(categories=[{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}]))
-    assert [i.code for i in parsed.issues] == ["coco.duplicate_category_id"]
+    assert all_codes(parsed) == ["coco.duplicate_category_id"]
+    assert parsed.issues[0].severity is Severity.ERROR
     assert parsed.class_names == ["cat"]
 
 
 def test_duplicate_image_id_is_an_error() -> None:
     images = [{"id": 1, "file_name": "a.jpg", "width": 1, "height": 1}, {"id": 1, "file_name": "b.jpg"}]
     parsed = parse_doc(doc(images=images))
-    assert "coco.duplicate_image_id" in all_codes(parsed)
+    assert all_codes(parsed) == ["coco.duplicate_image_id"]
+    (issue,) = parsed.images[0].issues  # charged to the image that keeps the id, so quarantine can find it
+    assert issue.severity is Severity.ERROR and "a.jpg" in issue.message and "b.jpg" in issue.message
     assert [e.file_name for e in parsed.images] == ["a.jpg"]
 
 
 def test_duplicate_annotation_id_is_an_error() -> None:
     ann = {"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2]}
     parsed = parse_doc(doc(annotations=[ann, dict(ann, bbox=[5, 5, 2, 2])]))
+    assert all_codes(parsed) == ["coco.duplicate_annotation_id"]
     (issue,) = parsed.images[0].issues
     assert (issue.code, issue.annotation_id) == ("coco.duplicate_annotation_id", "7")
 
 
 def test_dangling_image_id_is_an_error() -> None:
     parsed = parse_doc(doc(annotations=[{"id": 1, "image_id": 99, "category_id": 1, "bbox": [1, 1, 2, 2]}]))
+    assert all_codes(parsed) == ["coco.dangling_image_id"]
     assert [(i.code, i.annotation_id) for i in parsed.issues] == [("coco.dangling_image_id", "1")]
     assert parsed.images[0].boxes == []
 
@@ -106,6 +135,9 @@ def test_dangling_image_id_is_an_error() -> None:
 def test_dangling_category_id_is_an_error() -> None:
     parsed = parse_doc(doc(annotations=[{"id": 1, "image_id": 1, "category_id": 9, "bbox": [1, 1, 2, 2]}]))
     assert all_codes(parsed) == ["coco.dangling_category_id"]
+    (issue,) = parsed.images[0].issues
+    assert (issue.severity, issue.annotation_id) == (Severity.ERROR, "1")
+    assert parsed.images[0].boxes == []
 
 
 @pytest.mark.parametrize("bbox", [[1, 1, 0, 5], [1, 1, 5, -2]])
@@ -126,6 +158,34 @@ def test_nan_and_infinity_literals_are_detected() -> None:
     assert all_codes(parse_doc(text)) == ["coco.not_finite"]
     text = json.dumps(doc()).replace('"width": 100', '"width": -Infinity')
     assert all_codes(parse_doc(text)) == ["coco.image_size_invalid"]
+
+
+@pytest.mark.parametrize(
+    ("needle", "replacement", "code"),
+    [
+        ('"bbox": [10, 5, 20, 10]', '"bbox": [10, 5, 20, NaN]', "coco.not_finite"),
+        ('"height": 50', '"height": NaN', "coco.image_size_invalid"),
+        ('"images": [{"id": 1,', '"images": [{"id": NaN,', "coco.image_invalid"),
+        ('{"id": 2, "name": "dog"}', '{"id": NaN, "name": "dog"}', "coco.category_invalid"),
+        ('"annotations": [{"id": 1,', '"annotations": [{"id": NaN,', "coco.annotation_id_invalid"),
+        ('"image_id": 1', '"image_id": NaN', "coco.dangling_image_id"),
+        ('"category_id": 1', '"category_id": NaN', "coco.dangling_category_id"),
+        ('"iscrowd": 0', '"iscrowd": NaN', "coco.iscrowd_invalid"),
+    ],
+)
+def test_nan_in_any_field_is_reported_not_used(needle: str, replacement: str, code: str) -> None:
+    text = json.dumps(doc())
+    assert needle in text
+    assert code in all_codes(parse_doc(text.replace(needle, replacement)))
+
+
+@pytest.mark.parametrize("crowd", [True, 1])
+def test_iscrowd_true_and_one_mark_the_box_as_a_crowd(crowd: object) -> None:
+    parsed = parse_doc(
+        doc(annotations=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2], "iscrowd": crowd}])
+    )
+    assert all_codes(parsed) == []
+    assert parsed.images[0].boxes[0].attributes["iscrowd"] == 1
 
 
 def test_overflowing_number_is_not_finite() -> None:

@@ -54,6 +54,58 @@ def test_yolo_markers(tmp_path: Path, files: dict[str, str]) -> None:
     assert detect_format(write(tmp_path, files)) is DatasetFormat.YOLO
 
 
+@pytest.mark.parametrize(
+    ("files", "fmt"),
+    [
+        (  # Ultralytics with one images/ and labels/ folder per split
+            {
+                "data.yaml": "names: [cat]\ntrain: images/train\nval: images/val\n",
+                "images/train/a.jpg": "x",
+                "labels/train/a.txt": "0 0.5 0.5 0.5 0.5\n",
+                "images/val/b.jpg": "x",
+                "labels/val/b.txt": "",
+            },
+            DatasetFormat.YOLO,
+        ),
+        (  # COCO: one instances JSON per split
+            {
+                "annotations/instances_train.json": COCO_JSON,
+                "annotations/instances_val.json": COCO_JSON,
+                "images/train/a.jpg": "x",
+                "images/val/a.jpg": "x",
+            },
+            DatasetFormat.COCO,
+        ),
+        (  # VOC known by its split lists, before any annotation is written
+            {"ImageSets/Main/train.txt": "a\n", "JPEGImages/a.jpg": "x"},
+            DatasetFormat.VOC,
+        ),
+        (  # VOC (Datumaro/CVAT) known by labelmap.txt
+            {"labelmap.txt": "cat:0,0,0::\n", "JPEGImages/a.jpg": "x"},
+            DatasetFormat.VOC,
+        ),
+    ],
+)
+def test_per_split_layouts(tmp_path: Path, files: dict[str, str], fmt: DatasetFormat) -> None:
+    assert detect_format(write(tmp_path, files)) is fmt
+
+
+def test_per_split_layouts_keep_their_splits(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "annotations/instances_train.json": COCO_JSON,
+            "annotations/instances_val.json": COCO_JSON,
+            "images/train/a.jpg": "x",
+            "images/val/a.jpg": "x",
+        },
+    )
+    assert [(i.path, i.split) for i in parse_dataset(tmp_path).images] == [
+        ("images/train/a.jpg", "train"),
+        ("images/val/a.jpg", "val"),
+    ]
+
+
 def test_roboflow_coco_json_one_level_down(tmp_path: Path) -> None:
     write(tmp_path, {"train/_annotations.coco.json": COCO_JSON, "train/a.jpg": "x"})
     assert detect_format(tmp_path) is DatasetFormat.COCO

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -136,6 +137,10 @@ def test_yolo_label_text(data: bytes) -> None:
     except LabelParseError:
         return
     assert all(isinstance(box, SourceBox) and 0 <= box.class_index < 3 for box in boxes)
+    for box in boxes:  # what passes is finite, has an area and is normalised within the margin
+        width, height = box.coords[2:]
+        assert all(math.isfinite(v) for v in box.coords) and width > 0 and height > 0
+        assert all(-yolo.SLIGHT_MARGIN <= v <= 1 + yolo.SLIGHT_MARGIN for v in box.coords)
     assert all(issue.file == "labels/a.txt" and issue.line is not None for issue in issues)
 
 
@@ -197,3 +202,49 @@ def test_whole_yolo_parse_never_raises_on_label_content(label: bytes, names: byt
             assert "classes.txt" in str(error)
             return
         assert [image.path for image in parsed.images] == ["images/a.jpg"]
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(
+    xml=st.binary(max_size=200) | st.lists(XML_TOKENS, max_size=30).map(lambda t: "".join(t).encode("utf-8")),
+    labelmap=st.none() | st.binary(max_size=60),
+    split_list=st.none() | st.binary(max_size=60),
+)
+def test_whole_voc_parse_never_raises_on_file_content(
+    xml: bytes, labelmap: bytes | None, split_list: bytes | None
+) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        (root / "Annotations").mkdir()
+        (root / "JPEGImages").mkdir()
+        (root / "Annotations/a.xml").write_bytes(xml)
+        (root / "JPEGImages/a.jpg").write_bytes(b"x")
+        if labelmap is not None:
+            (root / "labelmap.txt").write_bytes(labelmap)
+        if split_list is not None:
+            (root / "ImageSets/Main").mkdir(parents=True)
+            (root / "ImageSets/Main/train.txt").write_bytes(split_list)
+        parsed = voc.parse(root)  # per-file problems are issues; nothing may escape
+        assert [image.path for image in parsed.images] == ["JPEGImages/a.jpg"]
+        for box in parsed.images[0].boxes:
+            assert 0 <= box.class_index < len(parsed.class_names)
+        assert all(issue.file for issue in parsed.issues)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(data=st.binary(max_size=200) | (COCO_DOCUMENT | JSON_VALUES).map(lambda v: json.dumps(v).encode()))
+def test_whole_coco_parse_raises_only_dataset_error(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        (root / "annotations").mkdir()
+        (root / "images").mkdir()
+        (root / "annotations/instances_train.json").write_bytes(data)
+        (root / "images/a.jpg").write_bytes(b"x")
+        try:
+            parsed = coco.parse(root)
+        except DatasetError as error:  # only when the one annotation file is no COCO file or unreadable
+            assert "no JSON file" in str(error) or "instances_train.json" in str(error)
+            return
+        for image in parsed.images:
+            for box in image.boxes:
+                assert 0 <= box.class_index < len(parsed.class_names)

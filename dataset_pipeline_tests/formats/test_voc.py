@@ -78,6 +78,24 @@ def test_external_entity_is_refused() -> None:
     assert caught.value.code == "voc.xml_unsafe"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # billion laughs, nested ten levels deep
+        '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY l0 "lol">'
+        + "".join(f'<!ENTITY l{n} "{f"&l{n - 1};" * 10}">' for n in range(1, 10))
+        + "]><annotation>&l9;</annotation>",
+        '<!DOCTYPE annotation SYSTEM "http://example.invalid/voc.dtd"><annotation/>',  # external DTD
+        '<!DOCTYPE a [<!ENTITY % p SYSTEM "file:///etc/passwd"> %p;]><annotation/>',  # parameter entity
+        "<!DOCTYPE annotation><annotation><filename>a.jpg</filename></annotation>",  # any DTD at all
+    ],
+)
+def test_every_dtd_is_refused_before_expansion(text: str) -> None:
+    with pytest.raises(CodedParseError) as caught:
+        parse_xml(text)
+    assert (caught.value.code, caught.value.file) == ("voc.xml_unsafe", "Annotations/a.xml")
+
+
 def test_malformed_xml_reports_line() -> None:
     with pytest.raises(CodedParseError) as caught:
         parse_xml("<annotation>\n<object>\n<name>cat</nam>\n</annotation>")
@@ -100,8 +118,11 @@ def test_non_numeric_coordinate_is_an_error(value: str) -> None:
 
 
 def test_inverted_coordinates_are_an_error() -> None:
-    annotation = parse_xml(xml(obj(box=("10", "2", "5", "20"))))
-    assert [i.code for i in annotation.issues] == ["voc.coordinate_inverted"]
+    annotation = parse_xml(xml(obj(), obj(box=("10", "2", "5", "20"))))
+    assert [(i.code, i.file, i.line, i.annotation_id) for i in annotation.issues] == [
+        ("voc.coordinate_inverted", "Annotations/a.xml", 5, "2")
+    ]
+    assert [o.number for o in annotation.objects] == [1]
     single_pixel = parse_xml(xml(obj(box=("5", "5", "5", "5"))))
     assert single_pixel.objects[0].coords == (4.0, 4.0, 5.0, 5.0)
 
@@ -120,7 +141,9 @@ def test_bad_flag_value_warns_and_is_dropped() -> None:
 
 def test_invalid_size_warns() -> None:
     annotation = parse_xml(xml(size="<size><width>0</width><height>abc</height></size>"))
-    assert [i.code for i in annotation.issues] == ["voc.size_invalid"]
+    assert [(i.code, i.file, i.line) for i in annotation.issues] == [
+        ("voc.size_invalid", "Annotations/a.xml", 3)
+    ]
     assert annotation.width is None
 
 
@@ -181,7 +204,15 @@ def test_unknown_class_with_labelmap_is_an_error(tmp_path: Path) -> None:
     parsed = voc.parse(tmp_path)
     assert parsed.class_names == ["background", "cat"]
     (issue,) = parsed.issues
-    assert (issue.code, issue.annotation_id, issue.image) == ("voc.unknown_class", "2", "JPEGImages/a.jpg")
+    assert (issue.code, issue.severity, issue.file, issue.line, issue.annotation_id, issue.image) == (
+        "voc.unknown_class",
+        Severity.ERROR,
+        "Annotations/a.xml",
+        5,
+        "2",
+        "JPEGImages/a.jpg",
+    )
+    assert "zebra" in issue.message
     assert [b.class_index for b in parsed.images[0].boxes] == [1]
 
 

@@ -41,9 +41,12 @@ def label(data: bytes | str, num_classes: int = 2):
     return yolo.parse_label_text(raw, "labels/train/a.txt", num_classes)
 
 
-def only_issue(data: bytes | str, num_classes: int = 2):
+def only_issue(data: bytes | str, num_classes: int = 2, line: int = 1):
+    """The single issue of a label text; it must name the label file and the line it is about."""
     boxes, issues = label(data, num_classes)
     assert len(issues) == 1, issues
+    assert (issues[0].file, issues[0].line) == ("labels/train/a.txt", line)
+    assert issues[0].message
     return boxes, issues[0]
 
 
@@ -156,6 +159,18 @@ def test_non_utf8_label_raises_label_parse_error() -> None:
     with pytest.raises(LabelParseError) as caught:
         label(b"0 0.5 0.5 0.2 0.2\n\xff\xfe\n")
     assert caught.value.line == 2
+
+
+def test_non_utf8_after_a_bom_names_the_right_line_and_byte() -> None:
+    with pytest.raises(LabelParseError) as caught:
+        label(b"\xef\xbb\xbf0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.2 0.2\n\xff\n")
+    assert (caught.value.file, caught.value.line) == ("labels/train/a.txt", 3)
+    assert "byte 0xff at offset 39" in str(caught.value)
+
+
+def test_bad_line_after_good_ones_names_its_own_line() -> None:
+    _, issue = only_issue("0 0.5 0.5 0.2 0.2\n\n1 0.5 0.5 0.2\n", line=3)
+    assert issue.code == "yolo.column_count"
 
 
 # --- data.yaml / names ------------------------------------------------------------------------------------

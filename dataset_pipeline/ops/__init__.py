@@ -1,0 +1,1 @@
+"""Ops for jobs that are not asset materialisations (label edits)."""

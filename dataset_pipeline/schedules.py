@@ -1,0 +1,32 @@
+"""The nightly re-validation: every dataset's files checked against the database, rules applied again."""
+
+import os
+
+import dagster as dg
+
+from dataset_pipeline.jobs import revalidate_dataset_job
+from dataset_pipeline.partitions import dataset_partitions
+
+#: When the re-validation runs; REVALIDATION_CRON overrides it (read when the code loads), e.g. "0 */6 * * *".
+REVALIDATION_CRON = os.environ.get("REVALIDATION_CRON", "0 2 * * *")
+
+
+@dg.schedule(
+    job=revalidate_dataset_job,
+    cron_schedule=REVALIDATION_CRON,
+    execution_timezone=os.environ.get("REVALIDATION_TIMEZONE", "UTC"),
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Re-validates every dataset; files missing or changed since the last validation are "
+    "reported, and only datasets whose validation changed re-run their downstream stages.",
+)
+def nightly_revalidation(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+    tick = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
+    return [
+        dg.RunRequest(
+            run_key=f"revalidate:{key}:{tick}",
+            partition_key=key,
+            run_config={"ops": {"validated_dataset": {"config": {"skip_if_unchanged": True}}}},
+            tags={"dataset_pipeline/trigger": "nightly-revalidation"},
+        )
+        for key in context.instance.get_dynamic_partitions(dataset_partitions.name)
+    ]
