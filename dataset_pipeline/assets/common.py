@@ -11,10 +11,15 @@ from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
 
 #: Downstream stages re-run by themselves when what they read changed (a label edit, a re-validation that
-#: found something), but never past a failed blocking check: `eager` plus the checks of the parents.
+#: found something): `eager` without its "newly missing" half, since the inbox sensor's run already builds
+#: every stage of a new dataset, and never past a failed blocking check of a parent.
 RERUN_WHEN_UPSTREAM_CHANGES = (
-    dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
-).with_label("eager_after_passing_checks")
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("rerun_when_upstream_changes")
 
 
 def dataset_row(session: Session, partition_key: str) -> Dataset:
