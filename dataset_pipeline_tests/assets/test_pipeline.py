@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from dataset_pipeline.assets.export import export_file_name
 from dataset_pipeline.db import repository
 from dataset_pipeline.domain.model import DatasetFormat
 from dataset_pipeline.domain.synthetic import generate_dataset
@@ -105,3 +106,103 @@ def test_same_bytes_twice_is_a_duplicate(tmp_path, db, dagster_instance, resourc
     with db.session() as session:
         assert repository.find_dataset(session, second) is None
         assert repository.find_dataset(session, first).status == "exported"
+
+
+def _zip_entries(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {info.filename: archive.read(info) for info in archive.infolist()}
+
+
+def test_exporting_again_gives_identical_zips_but_for_the_run_id(tmp_path, db, dagster_instance, resources):
+    from dataset_pipeline.assets import ALL_ASSETS
+
+    source = generate_dataset(tmp_path / "up", n_images=10, fmt=DatasetFormat.VOC, seed=6, zipped=True)
+    key, first_run = _run(dagster_instance, resources, source, name="again")
+    with db.session() as session:
+        exports = {
+            e.format: Path(e.path)
+            for e in repository.exports_of(session, repository.find_dataset(session, key).id)
+        }
+    before = {fmt: (path.read_bytes(), _zip_entries(path)) for fmt, path in exports.items()}
+
+    second_run = dg_materialize_export(dagster_instance, resources, key, ALL_ASSETS)
+    for fmt, path in exports.items():
+        old_bytes, old_entries = before[fmt]
+        new_entries = _zip_entries(path)
+        assert new_entries.keys() == old_entries.keys()
+        for name in old_entries:
+            if name != "manifest.json":
+                assert new_entries[name] == old_entries[name], f"{fmt}: {name} differs between runs"
+        old_manifest, new_manifest = (
+            json.loads(old_entries["manifest.json"]),
+            json.loads(new_entries["manifest.json"]),
+        )
+        assert (old_manifest.pop("run_id"), new_manifest.pop("run_id")) == (
+            first_run.run_id,
+            second_run.run_id,
+        )
+        assert old_manifest == new_manifest
+        # same order, timestamps and compression for every entry: the zip is reproducible but for the run id
+        assert _zip_layout(path) == _zip_layout_of(old_bytes)
+
+
+def _zip_layout(path: Path) -> list[tuple]:
+    with zipfile.ZipFile(path) as archive:
+        return [(i.filename, i.date_time, i.compress_type, i.external_attr) for i in archive.infolist()]
+
+
+def _zip_layout_of(data: bytes) -> list[tuple]:
+    import io
+
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return [(i.filename, i.date_time, i.compress_type, i.external_attr) for i in archive.infolist()]
+
+
+def dg_materialize_export(instance, resources, key, assets):
+    import dagster as dg
+
+    result = dg.materialize(
+        assets, selection=["dataset_export"], instance=instance, partition_key=key, resources=resources
+    )
+    assert result.success
+    return result
+
+
+def test_the_coco_export_loads_in_pycocotools_with_every_box_on_its_image(
+    tmp_path, db, dagster_instance, resources
+):
+    coco_api = pytest.importorskip("pycocotools.coco")
+    source = generate_dataset(tmp_path / "up", n_images=16, fmt=DatasetFormat.YOLO, seed=9, zipped=True)
+    key, _ = _run(dagster_instance, resources, source, name="cocoapi")
+    with db.session() as session:
+        dataset = repository.find_dataset(session, key)
+        export = next(e for e in repository.exports_of(session, dataset.id) if e.format == "coco")
+        expected = {}  # exported file stem -> sorted boxes as (class name, x, y, w, h)
+        for image in repository.load_usable_images(session, dataset.id):
+            if image.split is None:  # an augmented copy of a val/test image: left out of every split
+                continue
+            stem = Path(export_file_name(image.relative_path, image.is_augmented)).stem
+            expected[stem] = sorted(
+                (dataset.class_names[b.class_index], b.x_min, b.y_min, b.width, b.height) for b in image.boxes
+            )
+    unpacked = tmp_path / "export"
+    zipfile.ZipFile(export.path).extractall(unpacked)
+    seen = {}
+    for annotation_file in sorted(unpacked.rglob("instances_*.json")):
+        api = coco_api.COCO(str(annotation_file))
+        names = {c["id"]: c["name"] for c in api.loadCats(api.getCatIds())}
+        assert min(names) == 1  # COCO category ids start at 1
+        for image_id in api.getImgIds():
+            info = api.loadImgs(image_id)[0]
+            image_path = next(unpacked.rglob(info["file_name"]))
+            assert image_path.is_file()
+            boxes = sorted(
+                (names[a["category_id"]], *a["bbox"]) for a in api.loadAnns(api.getAnnIds(imgIds=[image_id]))
+            )
+            seen[Path(info["file_name"]).stem] = boxes
+    assert seen.keys() == expected.keys()  # every image with a split, originals and augmented copies
+    for stem, boxes in seen.items():
+        assert len(boxes) == len(expected[stem])
+        for got, want in zip(boxes, expected[stem], strict=True):
+            assert got[0] == want[0]
+            assert got[1:] == pytest.approx(want[1:], rel=1e-6, abs=1e-6)
