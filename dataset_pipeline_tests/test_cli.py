@@ -17,7 +17,7 @@ def test_help_reads_well(capsys):
         cli.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("dev", "demo", "list", "download"):
+    for command in ("dev", "demo", "submit", "list", "download"):
         assert command in out
 
 
@@ -44,3 +44,58 @@ def test_list_and_download(tmp_path, db, dagster_instance, storage_root, monkeyp
 
     assert cli.main(["download", "no-such-dataset"]) == cli.EXIT_NOT_FOUND
     assert "no dataset" in capsys.readouterr().err
+
+
+def test_submit_copies_into_the_inbox_under_a_part_name_then_renames(tmp_path, monkeypatch, capsys):
+    storage = tmp_path / "storage"
+    monkeypatch.setenv("DATASET_STORAGE_ROOT", str(storage))
+    source = generate_dataset(tmp_path / "up", n_images=3, fmt=DatasetFormat.YOLO, seed=1, zipped=True)
+
+    assert (
+        cli.main(["submit", str(source), "--user", "ann", "--project", "cars", "--name", "fleet"])
+        == cli.EXIT_OK
+    )
+    target = storage / "inbox" / "ann" / "cars" / "fleet.zip"
+    assert target.read_bytes() == source.read_bytes()
+    assert str(target) in capsys.readouterr().out
+    assert not list(storage.rglob("*.part"))
+
+    again = cli.main(["submit", str(source), "--user", "ann", "--project", "cars", "--name", "fleet"])
+    assert again == cli.EXIT_USAGE and "already waiting" in capsys.readouterr().err
+    assert cli.main(["submit", str(source), "--user", "../x", "--project", "cars"]) == cli.EXIT_USAGE
+    assert "user name '../x' is not allowed" in capsys.readouterr().err
+    assert (
+        cli.main(["submit", str(tmp_path / "nope.zip"), "--user", "a", "--project", "b"])
+        == cli.EXIT_NOT_FOUND
+    )
+
+
+@pytest.mark.slow
+def test_make_demo_runs_the_whole_graph_and_prints_the_summary_and_exports(tmp_path, database_url):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "DATASET_STORAGE_ROOT": str(tmp_path / "storage"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "dataset_pipeline.cli", "demo", "--images", "12", "--seed", "7"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "status exported" in done.stdout and "usable 12" in done.stdout
+    paths = [
+        Path(line.split()[1])
+        for line in done.stdout.splitlines()
+        if line.strip().startswith(("yolo ", "coco ", "voc "))
+    ]
+    assert len(paths) == 3 and all(path.is_file() and path.suffix == ".zip" for path in paths)
+    assert all(path.is_relative_to(tmp_path / "storage") for path in paths)
