@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 DAGSTER_PORT ?= 3000
 # dagster only honours dagster.yaml when DAGSTER_HOME is an absolute path; the launcher copies it there.
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# `make dev SAMPLE=0` skips the sample dataset dropped into an empty inbox on first start.
+export SAMPLE
 N ?= 2000
 FORMAT ?= yolo
 
