@@ -16,7 +16,12 @@ from dataset_pipeline.domain.safe_extract import ExtractionLimits, copy_folder, 
 from dataset_pipeline.formats import detect_format
 from dataset_pipeline.partitions import dataset_partitions
 from dataset_pipeline.resources.database import DatabaseResource
-from dataset_pipeline.resources.storage import LocalDatasetStorage, check_name, replace_directory
+from dataset_pipeline.resources.storage import (
+    LocalDatasetStorage,
+    UnsafePathError,
+    check_name,
+    replace_directory,
+)
 
 
 class RawUploadConfig(dg.Config):
@@ -70,6 +75,7 @@ def keep_source_copy(source: Path, target: Path, *, move: bool) -> None:
     group_name="ingest",
     kinds={"python", "postgres"},
     output_required=False,
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
     description="The upload, unpacked safely into storage/{user}/{project}/{dataset}/files with its format told.",
 )
 def raw_upload(
@@ -83,23 +89,31 @@ def raw_upload(
         existing = repository.find_dataset(session, partition_key)
     if existing is None and not config.source_path:
         raise dg.Failure(
-            f"partition {partition_key!r} has no dataset yet: give source_path, user and project"
+            f"partition {partition_key!r} has no dataset yet: give source_path, user and project",
+            allow_retries=False,
         )
 
     if config.source_path:
-        source = Path(config.source_path)
-        source = source if source.is_absolute() else storage.resolve(config.source_path)
-        user = check_name(config.user, "user")
-        project = check_name(config.project, "project")
-        name = check_name(config.name or dataset_name_from_drop(source.name), "dataset")
+        try:
+            source = Path(config.source_path)
+            source = source if source.is_absolute() else storage.resolve(config.source_path)
+            user = check_name(config.user, "user")
+            project = check_name(config.project, "project")
+            name = check_name(config.name or dataset_name_from_drop(source.name), "dataset")
+        except UnsafePathError as error:  # bad input: retrying cannot help
+            raise dg.Failure(str(error), allow_retries=False) from error
     else:
         assert existing is not None
         with database.session() as session:
             user, project = repository.owner_of(session, existing)
         name = existing.name
         source = Path(existing.source_path)
+    if not source.exists() and existing is not None and Path(existing.source_path).exists():
+        source = Path(existing.source_path)  # a retry: the first attempt already moved the drop to source/
     if not source.exists() or source.is_symlink():
-        raise dg.Failure(f"{source}: the upload does not exist (or is a symlink); drop it again")
+        raise dg.Failure(
+            f"{source}: the upload does not exist (or is a symlink); drop it again", allow_retries=False
+        )
 
     context.log.info(f"hashing {source}")
     sha256 = content_sha256(source)
