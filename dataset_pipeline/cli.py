@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dataset_pipeline.db.database import Database
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 
@@ -69,44 +74,45 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         runtime.stop()
 
 
-def _open_database():
+@contextlib.contextmanager
+def _open_database() -> Iterator[Database]:
+    """The application database (DATABASE_URL, or the embedded server joined for this command), migrated."""
     from dataset_pipeline.db.database import Database
     from dataset_pipeline.embedded_postgres import resolve_database_url
     from dataset_pipeline.settings import Settings
 
     url, embedded = resolve_database_url(Settings.from_env())
     database = Database(url)
-    database.migrate()
-    return database, embedded
+    try:
+        database.migrate()
+        yield database
+    finally:
+        database.dispose()
+        if embedded is not None:
+            embedded.stop()
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     """Datasets with status, counts and export paths, from the database."""
     from dataset_pipeline.db import repository
 
-    database, embedded = _open_database()
-    try:
-        with database.session() as session:
-            datasets = repository.list_datasets(session)
-            if not datasets:
-                print("no datasets yet: drop a .zip into storage/inbox/<user>/<project>/ or run `make demo`")
-            for dataset in datasets:
-                user, project = repository.owner_of(session, dataset)
-                summary = dataset.validation_summary or {}
-                print(
-                    f"{dataset.id:>4}  {dataset.partition_key:40s} {user}/{project}  {dataset.status:10s} "
-                    f"{dataset.format or '-':5s} images={summary.get('images', '-')} "
-                    f"usable={summary.get('usable_images', '-')}"
-                )
-                if dataset.status_reason:
-                    print(f"      reason: {dataset.status_reason}")
-                for export in repository.exports_of(session, dataset.id):
-                    print(f"      {export.format:5s} {export.path}")
-        return EXIT_OK
-    finally:
-        database.dispose()
-        if embedded is not None:
-            embedded.stop()
+    with _open_database() as database, database.session() as session:
+        datasets = repository.list_datasets(session)
+        if not datasets:
+            print("no datasets yet: drop a .zip into storage/inbox/<user>/<project>/ or run `make demo`")
+        for dataset in datasets:
+            user, project = repository.owner_of(session, dataset)
+            summary = dataset.validation_summary or {}
+            print(
+                f"{dataset.id:>4}  {dataset.partition_key:40s} {user}/{project}  {dataset.status:10s} "
+                f"{dataset.format or '-':5s} images={summary.get('images', '-')} "
+                f"usable={summary.get('usable_images', '-')}"
+            )
+            if dataset.status_reason:
+                print(f"      reason: {dataset.status_reason}")
+            for export in repository.exports_of(session, dataset.id):
+                print(f"      {export.format:5s} {export.path}")
+    return EXIT_OK
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
@@ -116,34 +122,27 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
     from dataset_pipeline.db import repository
 
-    database, embedded = _open_database()
-    try:
-        with database.session() as session:
-            dataset = repository.find_dataset(session, args.dataset)
-            if dataset is None:
-                print(
-                    f"error: no dataset {args.dataset!r}; `dataset-pipeline list` shows them", file=sys.stderr
-                )
-                return EXIT_NOT_FOUND
-            exports = {export.format: export for export in repository.exports_of(session, dataset.id)}
-        export = exports.get(args.format)
-        if export is None or not Path(export.path).is_file():
-            print(
-                f"error: dataset {dataset.partition_key} has no {args.format} export yet "
-                f"(have: {', '.join(sorted(exports)) or 'none'}); materialise dataset_export first",
-                file=sys.stderr,
-            )
+    with _open_database() as database, database.session() as session:
+        dataset = repository.find_dataset(session, args.dataset)
+        if dataset is None:
+            print(f"error: no dataset {args.dataset!r}; `dataset-pipeline list` shows them", file=sys.stderr)
             return EXIT_NOT_FOUND
-        output = Path(args.output or Path(export.path).name)
-        temporary = output.with_name(f".{output.name}.part")
-        shutil.copyfile(export.path, temporary)
-        os.replace(temporary, output)
-        print(f"{output} ({output.stat().st_size:,} bytes, sha256 {export.sha256})")
-        return EXIT_OK
-    finally:
-        database.dispose()
-        if embedded is not None:
-            embedded.stop()
+        partition_key = dataset.partition_key
+        exports = {export.format: export for export in repository.exports_of(session, dataset.id)}
+    export = exports.get(args.format)
+    if export is None or not Path(export.path).is_file():
+        print(
+            f"error: dataset {partition_key} has no {args.format} export yet "
+            f"(have: {', '.join(sorted(exports)) or 'none'}); materialise dataset_export first",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_FOUND
+    output = Path(args.output or Path(export.path).name)
+    temporary = output.with_name(f".{output.name}.part")
+    shutil.copyfile(export.path, temporary)
+    os.replace(temporary, output)
+    print(f"{output} ({output.stat().st_size:,} bytes, sha256 {export.sha256})")
+    return EXIT_OK
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:

@@ -1,10 +1,13 @@
 """augmented_dataset: new training images from an albumentations recipe set in the launchpad (old POST /augment)."""
 
+import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
 
+import cv2
 import dagster as dg
+import numpy as np
 from pydantic import Field
 
 from dataset_pipeline.assets.common import (
@@ -139,8 +142,6 @@ def augmented_dataset(
             source = by_key[result.source_key]
             name = augmented_name(result.source_key, result.copy_index)
             (staging / name).write_bytes(result.jpeg)
-            import hashlib
-
             rows.append(
                 repository.ImageRow(
                     relative_path=name,
@@ -164,9 +165,6 @@ def augmented_dataset(
             kept += len(result.boxes)
             dropped += result.boxes_dropped
             if len(samples) < 4:
-                import cv2
-                import numpy as np
-
                 augmented = cv2.cvtColor(
                     cv2.imdecode(np.frombuffer(result.jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
                 )

@@ -1,10 +1,11 @@
 """Small helpers every stage uses: finding the dataset row and its files, logging progress."""
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 from sqlalchemy.orm import Session
 
 from dataset_pipeline.db import repository
@@ -46,3 +47,20 @@ def progress_logger(context: dg.AssetExecutionContext, what: str) -> Callable[[i
 def png_markdown(png: bytes, alt: str) -> str:
     """Embed a PNG in markdown metadata so the UI shows the picture inline."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+_CASTS: dict[str, Callable[[object], object]] = {
+    "string": str,
+    "int": int,
+    "float": lambda value: round(float(value), 4),
+}
+
+
+def frame_table(frame: pd.DataFrame, columns: Mapping[str, tuple[str, str]]) -> dg.TableMetadataValue:
+    """A pandas frame as a sortable UI table; `columns` maps table column -> (frame column, type)."""
+    records = [
+        dg.TableRecord({name: _CASTS[kind](row[source]) for name, (source, kind) in columns.items()})
+        for row in frame.to_dict("records")
+    ]
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, (_, kind) in columns.items()])
+    return dg.MetadataValue.table(records, schema)

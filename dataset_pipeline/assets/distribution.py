@@ -2,7 +2,12 @@
 
 import dagster as dg
 
-from dataset_pipeline.assets.common import RERUN_WHEN_UPSTREAM_CHANGES, dataset_row, png_markdown
+from dataset_pipeline.assets.common import (
+    RERUN_WHEN_UPSTREAM_CHANGES,
+    dataset_row,
+    frame_table,
+    png_markdown,
+)
 from dataset_pipeline.assets.validation import validated_dataset
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
@@ -51,26 +56,14 @@ def class_distribution(context: dg.AssetExecutionContext, database: DatabaseReso
         repository.set_status(session, dataset, "analysed")
 
     overall = report.per_class[report.per_class["split"] == "all"]
-    table = dg.MetadataValue.table(
-        [
-            dg.TableRecord(
-                {
-                    "class": r.class_name,
-                    "boxes": int(r.boxes),
-                    "images": int(r.images),
-                    "share": round(float(r.share), 4),
-                }
-            )
-            for r in overall.itertuples()
-        ],
-        dg.TableSchema(
-            columns=[
-                dg.TableColumn("class", "string"),
-                dg.TableColumn("boxes", "int"),
-                dg.TableColumn("images", "int"),
-                dg.TableColumn("share", "float"),
-            ]
-        ),
+    table = frame_table(
+        overall,
+        {
+            "class": ("class_name", "string"),
+            "boxes": ("boxes", "int"),
+            "images": ("images", "int"),
+            "share": ("share", "float"),
+        },
     )
     charts = "\n\n".join(
         [

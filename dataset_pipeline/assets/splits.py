@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from dataset_pipeline.assets.augmentation import augmented_dataset
-from dataset_pipeline.assets.common import RERUN_WHEN_UPSTREAM_CHANGES, dataset_row
+from dataset_pipeline.assets.common import RERUN_WHEN_UPSTREAM_CHANGES, dataset_row, frame_table
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
 from dataset_pipeline.domain.splitting import SplitItem, assign_splits
@@ -109,26 +109,14 @@ def dataset_splits(
         repository.set_status(session, session.get(Dataset, dataset_id), "split")
 
     shares = result.class_shares
-    table = dg.MetadataValue.table(
-        [
-            dg.TableRecord(
-                {
-                    "split": str(r.split),
-                    "class": str(r.class_name),
-                    "images": int(r.images),
-                    "share": round(float(r.share), 4),
-                }
-            )
-            for r in shares.itertuples()
-        ],
-        dg.TableSchema(
-            columns=[
-                dg.TableColumn("split", "string"),
-                dg.TableColumn("class", "string"),
-                dg.TableColumn("images", "int"),
-                dg.TableColumn("share", "float"),
-            ]
-        ),
+    table = frame_table(
+        shares,
+        {
+            "split": ("split", "string"),
+            "class": ("class_name", "string"),
+            "images": ("images", "int"),
+            "share": ("share", "float"),
+        },
     )
     comparison = "| metric | this split | random split |\n|---|---|---|\n" + "\n".join(
         f"| {name} | {metrics[name]:.4g} | {baseline[name]:.4g} |" for name in metrics

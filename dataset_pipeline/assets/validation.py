@@ -70,7 +70,9 @@ def validated_dataset(
         dataset = dataset_row(session, context.partition_key)
         dataset_id, root = dataset.id, source_root(dataset)
         previous_hashes = repository.image_hashes(session, dataset_id)
-        previous_version = repository.content_version(session, dataset_id) if previous_hashes else None
+        # Only the nightly re-validation asks whether anything changed; hashing every label costs a query.
+        wants_comparison = config.skip_if_unchanged and previous_hashes
+        previous_version = repository.content_version(session, dataset_id) if wants_comparison else None
         recorded_edits = repository.recorded_label_edits(session, dataset_id)
 
     parsed = parse_dataset(root)
@@ -127,8 +129,8 @@ def validated_dataset(
         was_invalid = dataset.status == "invalid"
         session.flush()
         version = repository.content_version(session, dataset_id)
-        unchanged = version == previous_version and failed == was_invalid
-        if not (unchanged and config.skip_if_unchanged):
+        skip = config.skip_if_unchanged and version == previous_version and failed == was_invalid
+        if not skip:
             repository.set_status(session, dataset, "invalid" if failed else "validated", reason)
 
     check_result = dg.AssetCheckResult(
@@ -138,7 +140,7 @@ def validated_dataset(
         metadata={"usable_images": usable, "error_share": float(error_share)},
         description=None if not failed else f"dataset {context.partition_key} is not usable: {reason}",
     )
-    if unchanged and config.skip_if_unchanged:
+    if skip:
         context.log.info(f"re-validated {context.partition_key}: nothing changed (data version {version})")
         yield dg.AssetObservation(
             asset_key=context.asset_key,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -279,6 +279,15 @@ def load_usable_images(
     images = {
         row.id: StoredImage(*row, boxes=[]) for row in session.execute(query.order_by(Image.relative_path))
     }
+    for image_id, box in _boxes_of(session, dataset_id):
+        image = images.get(image_id)
+        if image is not None:
+            image.boxes.append(box)
+    return list(images.values())
+
+
+def _boxes_of(session: Session, dataset_id: int) -> Iterator[tuple[int, Box]]:
+    """(image id, box) for every label of a dataset, in image order and then insertion order."""
     labels = session.execute(
         sa.select(
             Label.image_id,
@@ -293,10 +302,7 @@ def load_usable_images(
         .order_by(Label.image_id, Label.id)
     )
     for image_id, class_index, x_min, y_min, x_max, y_max, attributes in labels:
-        image = images.get(image_id)
-        if image is not None:
-            image.boxes.append(Box(class_index, x_min, y_min, x_max, y_max, attributes or {}))
-    return list(images.values())
+        yield image_id, Box(class_index, x_min, y_min, x_max, y_max, attributes or {})
 
 
 def replace_augmented(session: Session, dataset_id: int, images: Sequence[ImageRow]) -> dict[str, int]:
@@ -383,23 +389,10 @@ def load_label_set(session: Session, dataset_id: int) -> tuple[LabelSet, dict[st
         row.relative_path: ImageLabels(row.width, row.height, [], LabelState(row.label_state)) for row in rows
     }
     path_of = {row.id: row.relative_path for row in rows}
-    labels = session.execute(
-        sa.select(
-            Label.image_id,
-            Label.class_index,
-            Label.x_min,
-            Label.y_min,
-            Label.x_max,
-            Label.y_max,
-            Label.attributes,
-        )
-        .where(Label.dataset_id == dataset_id)
-        .order_by(Label.image_id, Label.id)
-    )
-    for image_id, class_index, x_min, y_min, x_max, y_max, attributes in labels:
+    for image_id, box in _boxes_of(session, dataset_id):
         path = path_of.get(image_id)
         if path is not None:
-            images[path].boxes.append(Box(class_index, x_min, y_min, x_max, y_max, attributes or {}))
+            images[path].boxes.append(box)
     ids = {path: image_id for image_id, path in path_of.items()}
     return LabelSet(list(dataset.class_names), images), ids
 
