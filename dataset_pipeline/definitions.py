@@ -11,6 +11,9 @@ from dataset_pipeline.sensors import automation_sensor, inbox_sensor
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
+    # The graph is a chain, so a process per step buys no parallelism and costs seconds of start-up per
+    # step; the heavy stages use their own process pools. A crashed run worker fails (and retries) the run.
+    executor=dg.in_process_executor,
     jobs=[process_dataset_job, revalidate_dataset_job, edit_labels_job],
     sensors=[inbox_sensor, automation_sensor],
     schedules=[nightly_revalidation],

@@ -53,11 +53,16 @@ def with_search_path(url: str, schema: str) -> str:
     return parsed.set(query=query).render_as_string(hide_password=False)
 
 
+def quote_identifier(engine: sa.Engine, name: str) -> str:
+    """A schema or database name as SQL: identifiers cannot be bound parameters, so they are always quoted."""
+    return engine.dialect.identifier_preparer.quote_identifier(name)
+
+
 def ensure_schema(url: str, schema: str) -> None:
     engine = sa.create_engine(url, hide_parameters=True, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(engine, schema)}"))
     finally:
         engine.dispose()
 
@@ -71,7 +76,7 @@ def ensure_database(server_url: str, database: str) -> str:
                 sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": database}
             ).first()
             if not exists:
-                conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
+                conn.execute(sa.text(f"CREATE DATABASE {quote_identifier(engine, database)}"))
     finally:
         engine.dispose()
     return make_url(server_url).set(database=database).render_as_string(hide_password=False)
@@ -81,7 +86,9 @@ def drop_database(server_url: str, database: str) -> None:
     engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            conn.execute(
+                sa.text(f"DROP DATABASE IF EXISTS {quote_identifier(engine, database)} WITH (FORCE)")
+            )
     finally:
         engine.dispose()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from dataset_pipeline.domain.inbox import InboxCursor, plan_tick, scan_inbox
-from dataset_pipeline.domain.naming import next_partition_key
+from dataset_pipeline.domain.naming import next_partition_key, partition_key_for
 from dataset_pipeline.jobs import process_dataset_job
 from dataset_pipeline.partitions import dataset_partitions
 from dataset_pipeline.resources.storage import LocalDatasetStorage
@@ -15,6 +15,9 @@ from dataset_pipeline.resources.storage import LocalDatasetStorage
 INBOX_INTERVAL_SECONDS = int(os.environ.get("INBOX_SENSOR_INTERVAL_SECONDS", "5"))
 #: Tag on every run the sensor requests: which drop (path@size:mtime) it came from.
 DROP_TAG = "dataset_pipeline/drop"
+#: Tag shared by the runs of every version of one dataset (its first partition key); dagster.yaml allows one
+#: such run at a time, so a re-drop of a dataset queues behind the run still processing the previous one.
+DATASET_TAG = "dataset_pipeline/dataset"
 MAX_REQUESTS_PER_TICK = 20
 MAX_ENTRIES_PER_TICK = 1000
 
@@ -69,7 +72,10 @@ def inbox_sensor(context: dg.SensorEvaluationContext, storage: LocalDatasetStora
                 run_config=_raw_upload_config(
                     inbox / drop.relative_path, drop.user, drop.project, drop.name, version
                 ),
-                tags={DROP_TAG: drop.drop_id},
+                tags={
+                    DROP_TAG: drop.drop_id,
+                    DATASET_TAG: partition_key_for(drop.user, drop.project, drop.name),
+                },
             )
         )
     if plan.waiting:

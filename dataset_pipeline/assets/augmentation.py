@@ -2,6 +2,8 @@
 
 import hashlib
 import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,9 @@ from pydantic import Field
 
 from dataset_pipeline.assets.common import (
     RERUN_WHEN_UPSTREAM_CHANGES,
+    clean_up_interrupted_writes,
     dataset_row,
+    failing_clearly_when_disk_full,
     png_markdown,
     progress_logger,
     source_root,
@@ -23,6 +27,7 @@ from dataset_pipeline.db.models import Dataset
 from dataset_pipeline.domain.augmentation import (
     DEFAULT_RECIPE,
     AugmentationRecipe,
+    AugmentResult,
     RecipeError,
     augment_many,
     load_upright_rgb,
@@ -127,75 +132,94 @@ def augmented_dataset(
     tasks = make_tasks(canonical, recipe)
     context.log.info(f"augmenting {len(tasks)} copies of {len(originals)} images")
 
+    clean_up_interrupted_writes(context, dataset_dir)
     staging = dataset_dir / f".{AUGMENTED_FOLDER}-new"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
     recipe_dict = recipe_to_dict(recipe)
-    rows: list[repository.ImageRow] = []
-    kept = dropped = 0
-    samples: list[tuple[Any, list[Box], Any, list[Box]]] = []
-    try:
-        for result in augment_many(
-            tasks, workers=config.workers or None, progress=progress_logger(context, "augment")
-        ):
-            source = by_key[result.source_key]
-            name = augmented_name(result.source_key, result.copy_index)
-            (staging / name).write_bytes(result.jpeg)
-            rows.append(
-                repository.ImageRow(
-                    relative_path=name,
-                    sha256=hashlib.sha256(result.jpeg).hexdigest(),
-                    size_bytes=len(result.jpeg),
-                    format="JPEG",
-                    mode="RGB",
-                    width=result.width,
-                    height=result.height,
-                    exif_orientation=1,
-                    dhash=None,
-                    label_state=(LabelState.LABELLED if result.boxes else LabelState.BACKGROUND).value,
-                    source_split=source.source_split,
-                    quarantined=False,
-                    boxes=list(result.boxes),
-                    is_augmented=True,
-                    source_image_id=source.id,
-                    recipe={**recipe_dict, "copy_index": result.copy_index, "seed": result.seed},
-                )
+    with failing_clearly_when_disk_full(dataset_dir, f"augmenting {context.partition_key}"):
+        try:
+            staging.mkdir(parents=True)
+            made = write_augmented_images(
+                staging,
+                augment_many(
+                    tasks, workers=config.workers or None, progress=progress_logger(context, "augment")
+                ),
+                by_key,
+                files,
+                recipe_dict,
             )
-            kept += len(result.boxes)
-            dropped += result.boxes_dropped
-            if len(samples) < 4:
-                augmented = cv2.cvtColor(
-                    cv2.imdecode(np.frombuffer(result.jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
-                )
-                samples.append(
-                    (
-                        load_upright_rgb(files / source.relative_path),
-                        source.boxes,
-                        augmented,
-                        list(result.boxes),
-                    )
-                )
-        replace_directory(staging, dataset_dir / AUGMENTED_FOLDER)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            replace_directory(staging, dataset_dir / AUGMENTED_FOLDER)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
     with database.session() as session:
-        repository.replace_augmented(session, dataset_id, rows)
+        repository.replace_augmented(session, dataset_id, made.rows)
         dataset = session.get(Dataset, dataset_id)
         repository.set_status(session, dataset, "augmented")
 
     metadata: dict[str, Any] = {
         "source_images": len({task.source_key for task in tasks}),
-        "images_made": len(rows),
-        "boxes_kept": kept,
-        "boxes_dropped": dropped,
+        "images_made": len(made.rows),
+        "boxes_kept": made.boxes_kept,
+        "boxes_dropped": made.boxes_dropped,
         "recipe": dg.MetadataValue.json(recipe_dict),
         "stored_at": dg.MetadataValue.path(str(dataset_dir / AUGMENTED_FOLDER)),
     }
-    if samples:
+    if made.samples:
         metadata["samples"] = dg.MetadataValue.md(
-            png_markdown(sample_grid_png(samples, class_names), "samples")
+            png_markdown(sample_grid_png(made.samples, class_names), "samples")
         )
     return dg.MaterializeResult(metadata=metadata)
+
+
+@dataclass
+class AugmentedImages:
+    rows: list[repository.ImageRow] = field(default_factory=list)
+    boxes_kept: int = 0
+    boxes_dropped: int = 0
+    samples: list[tuple[Any, list[Box], Any, list[Box]]] = field(default_factory=list)
+
+
+def write_augmented_images(
+    staging: Path,
+    results: Iterable[AugmentResult],
+    by_key: dict[str, repository.StoredImage],
+    files: Path,
+    recipe_dict: dict[str, Any],
+) -> AugmentedImages:
+    """Write each augmented JPEG into `staging` and collect its database row and the first few samples."""
+    made = AugmentedImages()
+    for result in results:
+        source = by_key[result.source_key]
+        name = augmented_name(result.source_key, result.copy_index)
+        (staging / name).write_bytes(result.jpeg)
+        made.rows.append(
+            repository.ImageRow(
+                relative_path=name,
+                sha256=hashlib.sha256(result.jpeg).hexdigest(),
+                size_bytes=len(result.jpeg),
+                format="JPEG",
+                mode="RGB",
+                width=result.width,
+                height=result.height,
+                exif_orientation=1,
+                dhash=None,
+                label_state=(LabelState.LABELLED if result.boxes else LabelState.BACKGROUND).value,
+                source_split=source.source_split,
+                quarantined=False,
+                boxes=list(result.boxes),
+                is_augmented=True,
+                source_image_id=source.id,
+                recipe={**recipe_dict, "copy_index": result.copy_index, "seed": result.seed},
+            )
+        )
+        made.boxes_kept += len(result.boxes)
+        made.boxes_dropped += result.boxes_dropped
+        if len(made.samples) < 4:
+            augmented = cv2.cvtColor(
+                cv2.imdecode(np.frombuffer(result.jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+            )
+            made.samples.append(
+                (load_upright_rgb(files / source.relative_path), source.boxes, augmented, list(result.boxes))
+            )
+    return made

@@ -1,7 +1,8 @@
 """Small helpers every stage uses: finding the dataset row and its files, logging progress."""
 
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
+from dataset_pipeline.resources.storage import disk_full_message, sweep_interrupted_writes
 
 #: Downstream stages re-run by themselves when what they read changed (a label edit, a re-validation that
 #: found something): `eager` without its "newly missing" half, since the inbox sensor's run already builds
@@ -35,6 +37,24 @@ def source_root(dataset: Dataset) -> Path:
     if not dataset.storage_path:
         raise dg.Failure(f"dataset {dataset.partition_key} was never ingested; materialise raw_upload first")
     return Path(dataset.storage_path) / "files"
+
+
+def clean_up_interrupted_writes(context: dg.AssetExecutionContext, dataset_dir: Path) -> None:
+    """Before a step writes into a dataset folder: drop the temporary files a killed run left there."""
+    for action in sweep_interrupted_writes(dataset_dir):
+        context.log.warning(f"{action} (left by an interrupted run)")
+
+
+@contextmanager
+def failing_clearly_when_disk_full(path: Path, what: str) -> Iterator[None]:
+    """Turn "no space left on device" under `path` into a failure that names the disk and is not retried."""
+    try:
+        yield
+    except Exception as error:  # the OSError may come wrapped (a note, a pool, zipfile)
+        message = disk_full_message(error, path)
+        if message is None:
+            raise
+        raise dg.Failure(f"{what}: {message}", allow_retries=False) from error
 
 
 def progress_logger(context: dg.AssetExecutionContext, what: str) -> Callable[[int, int], None]:

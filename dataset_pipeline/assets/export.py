@@ -1,5 +1,9 @@
 """dataset_export: one deterministic zip per format, never visible half-written (old GET /download)."""
 
+import dataclasses
+import os
+import shutil
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -7,11 +11,17 @@ import dagster as dg
 from pydantic import Field
 
 from dataset_pipeline.assets.augmentation import AUGMENTED_FOLDER
-from dataset_pipeline.assets.common import RERUN_WHEN_UPSTREAM_CHANGES, dataset_row, source_root
+from dataset_pipeline.assets.common import (
+    RERUN_WHEN_UPSTREAM_CHANGES,
+    clean_up_interrupted_writes,
+    dataset_row,
+    failing_clearly_when_disk_full,
+    source_root,
+)
 from dataset_pipeline.assets.splits import dataset_splits
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset, SplitReport
-from dataset_pipeline.domain.export_zip import export_dataset_zip
+from dataset_pipeline.domain.export_zip import ZipWriteReport, export_dataset_zip, fsync_directory
 from dataset_pipeline.domain.image_checks import upright_jpeg_bytes
 from dataset_pipeline.domain.model import CanonicalDataset, CanonicalImage, DatasetFormat, LabelState
 from dataset_pipeline.formats import RENDERERS
@@ -92,34 +102,64 @@ def dataset_export(
 
     exports_dir = dataset_dir / "exports"
     exports_dir.mkdir(exist_ok=True)
-    metadata: dict[str, object] = {"images": len(images), "boxes": sum(len(i.boxes) for i in images)}
-    for fmt in config.formats:
-        rendered = RENDERERS[DatasetFormat(fmt)](canonical)
-        target = exports_dir / f"{context.partition_key}-{fmt}.zip"
-        written = export_dataset_zip(
-            target,
-            rendered,
-            payloads,
-            {
-                "dataset": context.partition_key,
-                "owner": user,
-                "project": project,
-                "dataset_format": fmt,
-                "class_names": class_names,
-                "split_counts": split_counts,
-                "split_metrics": split_metrics,
-                "validation_summary": validation_summary,
-                "run_id": context.run.run_id,
-                "pipeline_version": pipeline_version(),
-            },
+    clean_up_interrupted_writes(context, dataset_dir)
+    manifest_fields = {
+        "owner": user,
+        "project": project,
+        "class_names": class_names,
+        "split_counts": split_counts,
+        "split_metrics": split_metrics,
+        "validation_summary": validation_summary,
+        "run_id": context.run.run_id,
+        "pipeline_version": pipeline_version(),
+    }
+    with failing_clearly_when_disk_full(exports_dir, f"exporting {context.partition_key}"):
+        written = write_exports(
+            exports_dir, context.partition_key, canonical, payloads, config.formats, manifest_fields
         )
-        with database.session() as session:
+    metadata: dict[str, object] = {"images": len(images), "boxes": sum(len(i.boxes) for i in images)}
+    with database.session() as session:  # one transaction: the rows describe all new zips or none
+        for fmt, report in written.items():
             repository.upsert_export(
-                session, dataset_id, fmt, written.path, written.size_bytes, written.sha256, context.run.run_id
+                session, dataset_id, fmt, report.path, report.size_bytes, report.sha256, context.run.run_id
             )
-        context.log.info(f"{fmt}: {written.path} ({written.size_bytes:,} bytes)")
-        metadata[f"{fmt}_zip"] = dg.MetadataValue.path(str(written.path))
-        metadata[f"{fmt}_bytes"] = written.size_bytes
-    with database.session() as session:
+            context.log.info(f"{fmt}: {report.path} ({report.size_bytes:,} bytes)")
+            metadata[f"{fmt}_zip"] = dg.MetadataValue.path(str(report.path))
+            metadata[f"{fmt}_bytes"] = report.size_bytes
         repository.set_status(session, session.get(Dataset, dataset_id), "exported")
     return dg.MaterializeResult(metadata=metadata)
+
+
+def write_exports(
+    exports_dir: Path,
+    partition_key: str,
+    canonical: CanonicalDataset,
+    payloads: dict[str, Path | bytes],
+    formats: list[str],
+    manifest_fields: dict[str, object],
+) -> dict[str, ZipWriteReport]:
+    """Write every format's zip into a hidden staging folder, then move them all into place.
+
+    A failure while writing (a full disk, a crash) leaves every previous zip untouched: nothing is renamed until
+    all zips are complete, and the staging folder is removed (or swept by the next run when the process died).
+    """
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=exports_dir))
+    try:
+        staged = {
+            fmt: export_dataset_zip(
+                staging / f"{partition_key}-{fmt}.zip",
+                RENDERERS[DatasetFormat(fmt)](canonical),
+                payloads,
+                {**manifest_fields, "dataset": partition_key, "dataset_format": fmt},
+            )
+            for fmt in formats
+        }
+        published = {}
+        for fmt, report in staged.items():
+            target = exports_dir / report.path.name
+            os.replace(report.path, target)
+            published[fmt] = dataclasses.replace(report, path=target)
+        fsync_directory(exports_dir)
+        return published
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

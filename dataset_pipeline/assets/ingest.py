@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from dataset_pipeline.assets.common import clean_up_interrupted_writes, failing_clearly_when_disk_full
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
 from dataset_pipeline.domain.model import DatasetError
@@ -55,19 +56,27 @@ def content_sha256(source: Path) -> str:
 
 def keep_source_copy(source: Path, target: Path, *, move: bool) -> None:
     """Put the upload into the dataset's `source/`: inbox drops are moved (the inbox then shows only what is
-    pending), anything else is copied, never touching the user's original. Atomic either way."""
-    staging = target.with_name(f".{target.name}.incoming")
-    if staging.exists():
-        shutil.rmtree(staging) if staging.is_dir() else staging.unlink()
+    pending), anything else is copied, never touching the user's original. Atomic either way: a move is one
+    rename; a copy goes to a hidden name first, which the next run sweeps away if this process dies."""
+    if os.path.lexists(target):
+        shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
     if move:
-        os.replace(source, staging)
-    elif source.is_dir():
+        os.replace(source, target)
+        return
+    staging = target.with_name(f".{target.name}.incoming")
+    if source.is_dir():
         shutil.copytree(source, staging, symlinks=True)
     else:
         shutil.copyfile(source, staging)
-    if target.exists():
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
     os.replace(staging, target)
+
+
+def kept_copy_of(dataset: Dataset, file_name: str, dataset_dir: Path) -> Path | None:
+    """Where an earlier attempt already put this upload (a retry finds the drop gone from the inbox)."""
+    for candidate in (Path(dataset.source_path), dataset_dir / "source" / file_name):
+        if candidate.exists() and not candidate.is_symlink():
+            return candidate
+    return None
 
 
 @dg.asset(
@@ -108,8 +117,11 @@ def raw_upload(
             user, project = repository.owner_of(session, existing)
         name = existing.name
         source = Path(existing.source_path)
-    if not source.exists() and existing is not None and Path(existing.source_path).exists():
-        source = Path(existing.source_path)  # a retry: the first attempt already moved the drop to source/
+    if not source.exists() and existing is not None:  # a retry: the first attempt moved the drop already
+        with database.session() as session:
+            owner = repository.owner_of(session, existing)
+        existing_dir = storage.dataset_dir(*owner, dataset_folder_name(existing.name, existing.version))
+        source = kept_copy_of(existing, source.name, existing_dir) or source
     if not source.exists() or source.is_symlink():
         raise dg.Failure(
             f"{source}: the upload does not exist (or is a symlink); drop it again", allow_retries=False
@@ -119,6 +131,7 @@ def raw_upload(
     sha256 = content_sha256(source)
     with database.session() as session:
         project_row = repository.get_or_create_project(session, user, project)
+        repository.lock_content(session, project_row.id, sha256)
         duplicate = repository.duplicate_of(session, project_row.id, sha256, partition_key)
         if duplicate is not None:
             message = (
@@ -152,11 +165,13 @@ def raw_upload(
         dataset_id, version = dataset.id, dataset.version
 
     dataset_dir = storage.dataset_dir(user, project, dataset_folder_name(name, version))
+    clean_up_interrupted_writes(context, dataset_dir)
     source_dir = dataset_dir / "source"
-    source_dir.mkdir(exist_ok=True)
     kept_source = source_dir / source.name
-    if source != kept_source:
-        keep_source_copy(source, kept_source, move=source.is_relative_to(storage.inbox_dir()))
+    with failing_clearly_when_disk_full(dataset_dir, f"keeping the upload of {partition_key}"):
+        source_dir.mkdir(exist_ok=True)
+        if source != kept_source:
+            keep_source_copy(source, kept_source, move=source.is_relative_to(storage.inbox_dir()))
 
     limits = ExtractionLimits(
         max_entries=config.max_entries,
@@ -165,13 +180,12 @@ def raw_upload(
     )
     files_dir = dataset_dir / "files"
     staging = dataset_dir / ".files-new"
-    if staging.exists():
-        shutil.rmtree(staging)
     try:
-        if kept_source.is_file():
-            report = extract_zip(kept_source, staging, limits)
-        else:
-            report = copy_folder(kept_source, staging, limits)
+        with failing_clearly_when_disk_full(dataset_dir, f"unpacking {partition_key}"):
+            if kept_source.is_file():
+                report = extract_zip(kept_source, staging, limits)
+            else:
+                report = copy_folder(kept_source, staging, limits)
         detected = detect_format(staging)
     except DatasetError as error:
         shutil.rmtree(staging, ignore_errors=True)

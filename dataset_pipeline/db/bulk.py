@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg2 import sql
 
 _CHUNK_ROWS = 50_000
 
@@ -38,7 +39,9 @@ def copy_rows(
 ) -> int:
     """COPY `rows` into `table` inside the connection's current transaction; returns the number of rows."""
     raw = connection.connection.driver_connection  # the psycopg2 connection of this transaction
-    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)"
+    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )  # names quoted as identifiers; every value travels as CSV data, never as SQL
     total = 0
     buffer = io.StringIO()
     pending = 0

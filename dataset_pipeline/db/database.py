@@ -40,6 +40,10 @@ def create_app_engine(url: str) -> sa.Engine:
     )
 
 
+class DatabaseConnectionLost(RuntimeError):
+    """PostgreSQL went away mid-transaction (restart, failover, network); nothing of that transaction was kept."""
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = normalize_url(url)
@@ -58,9 +62,22 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """One transaction: committed when the block ends, rolled back when it raises."""
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            yield session
+        """One transaction: committed when the block ends, rolled back when it raises.
+
+        A lost connection is reported as `DatabaseConnectionLost`; the pool (`pool_pre_ping`) replaces the dead
+        connections, so the caller can simply try again (the assets' retry policy does).
+        """
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except sa.exc.DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            reason = (str(error.orig).strip().splitlines() or ["connection closed"])[0]
+            raise DatabaseConnectionLost(
+                f"lost the connection to PostgreSQL ({redact(self.url)}) during a transaction, which was rolled "
+                f"back: {reason}"
+            ) from error
 
     def dispose(self) -> None:
         self.engine.dispose()

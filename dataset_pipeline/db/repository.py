@@ -120,6 +120,15 @@ def owner_of(session: Session, dataset: Dataset) -> tuple[str, str]:
     return row[0], row[1]
 
 
+def lock_content(session: Session, project_id: int, content_sha256: str) -> None:
+    """Serialise uploads of the same bytes into one project until this transaction ends, so two runs started
+    at once cannot both miss each other in `duplicate_of`."""
+    session.execute(
+        sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": f"dataset-content:{project_id}:{content_sha256}"},
+    )
+
+
 def duplicate_of(
     session: Session, project_id: int, content_sha256: str, partition_key: str
 ) -> Dataset | None:

@@ -110,7 +110,7 @@ def _write_entry(archive: zipfile.ZipFile, entry: ZipEntry) -> str:
     return digest.hexdigest()
 
 
-def _fsync_directory(folder: Path) -> None:
+def fsync_directory(folder: Path) -> None:
     """Make the rename itself durable; not every platform can open a directory."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -164,7 +164,7 @@ def write_deterministic_zip(
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
     return ZipWriteReport(
         path=target, count=len(hashes), size_bytes=size, sha256=zip_sha256, entry_sha256=hashes
     )

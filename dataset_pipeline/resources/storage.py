@@ -8,6 +8,7 @@ paths, and hands out local working paths only through `dataset_dir`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -146,14 +147,97 @@ def atomic_writer(target: Path) -> Iterator[BinaryIO]:
         raise
 
 
+_OLD_MARK = ".old-"
+
+
 def replace_directory(staging: Path, target: Path) -> None:
     """Swap a fully written `staging` folder into `target`, removing the previous content only afterwards."""
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        old = target.with_name(f".{target.name}{_OLD_MARK}{os.getpid()}")
         if old.exists():
             shutil.rmtree(old)
         os.replace(target, old)
     os.replace(staging, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+#: Folders of a dataset that hold files written by the pipeline (not `files/`, which is the user's upload).
+_WRITTEN_FOLDERS = ("", "exports", "source")
+
+
+def sweep_interrupted_writes(dataset_dir: Path) -> list[str]:
+    """Remove what a killed or failed writer left in a dataset folder, and return what was done.
+
+    Every write into a dataset folder goes to a name starting with "." first (`.files-new`, `.augmented-new`,
+    `.staging-*`, `.<zip>.*.part`, ...) and is renamed into place when complete. The run coordinator allows one
+    run per dataset at a time, so a hidden entry seen when a step starts belongs to an interrupted run. A folder
+    that `replace_directory` moved aside before its replacement arrived is put back instead of deleted.
+    """
+    done: list[str] = []
+    for folder in (dataset_dir / name if name else dataset_dir for name in _WRITTEN_FOLDERS):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+            for entry in entries:
+                if not entry.name.startswith("."):
+                    continue
+                path = Path(entry.path)
+                original = _swapped_out_original(path)
+                if original is not None and not os.path.lexists(original):
+                    os.replace(path, original)
+                    done.append(f"restored {original.relative_to(dataset_dir)}")
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                done.append(f"removed {path.relative_to(dataset_dir)}")
+    return done
+
+
+def _swapped_out_original(path: Path) -> Path | None:
+    """`.files.old-123` -> `files`: the folder `replace_directory` moved aside, else None."""
+    name, mark, pid = path.name[1:].rpartition(_OLD_MARK)
+    if not mark or not name or not pid.isdigit():
+        return None
+    return path.with_name(name)
+
+
+#: "No space left on device" and "disk quota exceeded": the disk, not the data, is the problem.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem holding `path` (or its nearest existing parent)."""
+    current = Path(os.path.abspath(path))
+    while not current.exists():
+        current = current.parent
+    while not os.path.ismount(current):
+        current = current.parent
+    return current
+
+
+def disk_full_message(error: BaseException, path: Path) -> str | None:
+    """What to tell the user when `error` (or what caused it) is a full disk under `path`; None otherwise."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
+            break
+        current = current.__cause__ or current.__context__
+    else:
+        return None
+    mount = mount_point(path)
+    try:
+        usage = shutil.disk_usage(mount)
+        space = f"{usage.free:,} of {usage.total:,} bytes free"
+    except OSError:
+        space = "free space unknown"
+    return (
+        f"disk full: the filesystem mounted at {mount} (holding {path}) is out of space ({space}; "
+        f"{os.strerror(current.errno or errno.ENOSPC)}). Free space there or point DATASET_STORAGE_ROOT at a "
+        "larger disk, then re-run; nothing written so far was kept."
+    )

@@ -1,0 +1,398 @@
+"""Faults under a real `dataset-pipeline dev` (webserver, daemon, run coordinator, run retries, sensor):
+run workers killed with SIGKILL mid-step, ten drops at once, a new version dropped while its dataset runs, and a
+search of everything the deployment shows or writes for the password in DATABASE_URL.
+
+One server serves the whole module (starting one takes half a minute); the tests use separate datasets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from dataset_pipeline.domain.inbox import place_in_inbox
+from dataset_pipeline.domain.model import DatasetFormat
+from dataset_pipeline.domain.synthetic import generate_dataset
+from dataset_pipeline.embedded_postgres import ensure_database, start_embedded
+from dataset_pipeline.sensors import DATASET_TAG
+from dataset_pipeline_tests.dev_server import DevServer, fresh_database, process_tree, running_dev_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.db]
+
+#: The password in DATABASE_URL; PostgreSQL here trusts local connections, so any password connects.
+CANARY = f"canary-{uuid.uuid4().hex}"
+MAX_CONCURRENT_RUNS = 4  # dagster.yaml
+
+
+@pytest.fixture(scope="module")
+def canary_database() -> Iterator[str]:
+    """A fresh database whose URL carries CANARY as its password: CI's server, or a pgserver of our own."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        with fresh_database(external) as url:
+            assert url is not None
+            yield make_url(url).set(password=CANARY).render_as_string(hide_password=False)
+        return
+    folder = Path(tempfile.mkdtemp(prefix="dp-faults-pg-"))
+    embedded = start_embedded(folder / "pgdata")
+    try:
+        url = ensure_database(embedded.server_url, "dataset_pipeline")
+        yield make_url(url).set(password=CANARY).render_as_string(hide_password=False)
+    finally:
+        embedded.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def engine(canary_database: str) -> Iterator[sa.Engine]:
+    """The test's own view of the database: app tables, and Dagster's in schema `dagster`."""
+    engine = sa.create_engine(canary_database, poolclass=sa.pool.NullPool)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, canary_database: str) -> Iterator[DevServer]:
+    folder = tmp_path_factory.mktemp("faults")
+    with running_dev_server(folder, canary_database, {"SAMPLE": "0"}) as server:
+        server.wait_until_loaded()
+        yield server
+    assert server.survivors == [], f"processes outlived `dataset-pipeline dev`: {server.survivors}"
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def drop(server: DevServer, tmp: Path, name: str, *, n_images: int, seed: int, user: str = "faults") -> str:
+    """Generate a dataset and drop it into the inbox the safe way (.part, then rename); returns its key."""
+    upload = generate_dataset(
+        tmp / f"{name}-{seed}",
+        n_images=n_images,
+        fmt=DatasetFormat.YOLO,
+        seed=seed,
+        image_size=(96, 72),
+        zipped=True,
+    )
+    place_in_inbox(upload, server.storage / "inbox", user, "chaos", name)
+    return f"{user}-chaos-{name}"
+
+
+def wait_for_run(server: DevServer, key: str, status: str, timeout: float = 240) -> dict:
+    def found():
+        runs = [run for run in server.runs({"dagster/partition": key}) if run["status"] == status]
+        return runs[-1] if runs else None  # newest first: the last one is the sensor's first run
+
+    return server.wait_for(f"a {status} run of {key}", found, timeout, poll=0.2)
+
+
+def wait_for_retry_of(server: DevServer, run_id: str, timeout: float = 300) -> dict:
+    def finished():
+        retries = server.runs({"dagster/parent_run_id": run_id})
+        if any(run["status"] in ("FAILURE", "CANCELED") for run in retries):
+            pytest.fail(f"the retry of {run_id} failed:\n{server.log_tail()}")
+        return next((run for run in retries if run["status"] == "SUCCESS"), None)
+
+    return server.wait_for(f"the retry of run {run_id}", finished, timeout)
+
+
+def step_start_pid(engine: sa.Engine, run_id: str, step: str) -> int | None:
+    """PID of the process executing `step` of `run_id`, from Dagster's event log in PostgreSQL."""
+    with engine.connect() as connection:
+        event = connection.execute(
+            sa.text(
+                "SELECT event FROM dagster.event_logs WHERE run_id = :run AND step_key = :step "
+                "AND dagster_event_type = 'STEP_START' ORDER BY id LIMIT 1"
+            ),
+            {"run": run_id, "step": step},
+        ).scalar()
+    return json.loads(event)["dagster_event"]["pid"] if event else None
+
+
+def kill_tree(pid: int) -> list[int]:
+    """SIGKILL a run worker and everything under it at once, as the OOM killer or a lost node would."""
+    tree = process_tree(pid)
+    for member in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
+    return tree
+
+
+def dataset_state(engine: sa.Engine, key: str) -> dict:
+    with engine.connect() as connection:
+        row = connection.execute(
+            sa.text(
+                "SELECT d.id, d.status, "
+                "(SELECT count(*) FROM images i WHERE i.dataset_id = d.id AND NOT i.is_augmented) AS images, "
+                "(SELECT count(*) FROM labels l WHERE l.dataset_id = d.id) AS labels, "
+                "(SELECT count(*) FROM dataset_validations v WHERE v.dataset_id = d.id) AS validations, "
+                "(SELECT count(DISTINCT v.run_id) FROM dataset_validations v WHERE v.dataset_id = d.id) AS runs "
+                "FROM datasets d WHERE d.partition_key = :key"
+            ),
+            {"key": key},
+        ).one()
+        exports = connection.execute(
+            sa.text("SELECT format, path, sha256 FROM exports WHERE dataset_id = :id ORDER BY format"),
+            {"id": row.id},
+        ).all()
+    return {**row._asdict(), "exports": [tuple(e) for e in exports]}
+
+
+def dataset_folder(server: DevServer, key: str, name: str) -> Path:
+    return server.storage / "faults" / "chaos" / name
+
+
+def hidden_entries(folder: Path) -> list[str]:
+    """Temporary names (leading '.') anywhere in a dataset folder except inside the user's own files/."""
+    found = []
+    for path in folder.rglob(".*"):
+        relative = path.relative_to(folder)
+        if relative.parts[0] != "files":
+            found.append(relative.as_posix())
+    return sorted(found)
+
+
+def assert_exports_complete(state: dict) -> None:
+    import hashlib
+
+    assert [e[0] for e in state["exports"]] == ["coco", "voc", "yolo"]
+    for _, path, sha256 in state["exports"]:
+        with zipfile.ZipFile(path) as archive:
+            assert archive.testzip() is None
+            assert "manifest.json" in archive.namelist()
+        assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha256
+
+
+@contextlib.contextmanager
+def table_locked(engine: sa.Engine, table: str) -> Iterator[sa.Connection]:
+    """Hold a SHARE lock on `table`: every write to it waits until the block ends."""
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        connection.execute(sa.text(f"LOCK TABLE {table} IN SHARE MODE"))  # a constant name from this file
+        try:
+            yield connection
+        finally:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                transaction.rollback()
+
+
+def writer_waiting_on_lock(engine: sa.Engine) -> bool:
+    with engine.connect() as connection:
+        return bool(
+            connection.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dataset_pipeline' "
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        )
+
+
+# --- tests --------------------------------------------------------------------------------------------
+
+
+def test_the_webserver_listens_on_loopback_only(server: DevServer) -> None:
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, port = local.rsplit(":", 1)
+                if state == "0A" and int(port, 16) == server.port:  # 0A = LISTEN
+                    listening.add(address)
+    assert listening == {"0100007F"}, f"port {server.port} listens on {listening} (hex), not only 127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent; this picks the address of the outward interface
+        outward = probe.getsockname()[0]
+    if outward != "127.0.0.1":
+        with pytest.raises(OSError), socket.create_connection((outward, server.port), timeout=3):
+            pass
+
+
+def test_a_run_killed_during_its_validation_write_leaves_the_old_state_and_its_retry_finishes(
+    server: DevServer, engine: sa.Engine, tmp_path: Path
+) -> None:
+    with table_locked(engine, "dataset_validations"):
+        key = drop(server, tmp_path, "killed-validating", n_images=40, seed=1)
+        run = wait_for_run(server, key, "STARTED")
+        # validated_dataset has deleted the old rows and waits to write its report: the write is in flight
+        server.wait_for(
+            "validation's write to wait on the lock", lambda: writer_waiting_on_lock(engine), 120, 0.1
+        )
+        worker = step_start_pid(engine, run["runId"], "validated_dataset")
+        assert worker is not None
+        killed = kill_tree(worker)
+    assert len(killed) >= 1
+    after_kill = dataset_state(engine, key)
+    assert (after_kill["status"], after_kill["images"], after_kill["labels"], after_kill["validations"]) == (
+        "ingested",
+        0,
+        0,
+        0,
+    ), "the killed transaction must leave the dataset as it was before validation"
+
+    failed = wait_for_run(server, key, "FAILURE", timeout=120)
+    assert failed["runId"] == run["runId"]
+    retry = wait_for_retry_of(server, run["runId"])
+    assert retry["tags"].get("dagster/retry_number") == "1"
+    final = dataset_state(engine, key)
+    assert (final["status"], final["images"], final["runs"]) == ("exported", 40, 1)
+    assert final["labels"] > 0
+    assert_exports_complete(final)
+    assert hidden_entries(dataset_folder(server, key, "killed-validating")) == []
+
+
+def test_a_run_killed_while_writing_its_export_shows_no_partial_zip_and_its_retry_cleans_up(
+    server: DevServer, engine: sa.Engine, tmp_path: Path
+) -> None:
+    key = drop(server, tmp_path, "killed-exporting", n_images=1200, seed=2)
+    folder = dataset_folder(server, key, "killed-exporting")
+    run = wait_for_run(server, key, "STARTED")
+
+    def zip_being_written() -> bool:
+        return any((folder / "exports").glob(".staging-*/*.zip.*.part"))
+
+    server.wait_for("the export to start writing a zip", zip_being_written, 240, poll=0.02)
+    worker = step_start_pid(engine, run["runId"], "dataset_export")
+    assert worker is not None
+    kill_tree(worker)
+
+    visible = sorted(p.name for p in (folder / "exports").iterdir() if not p.name.startswith("."))
+    for name in visible:  # whatever is visible is complete
+        with zipfile.ZipFile(folder / "exports" / name) as archive:
+            assert archive.testzip() is None
+    after_kill = dataset_state(engine, key)
+    assert after_kill["status"] == "split" and after_kill["exports"] == []
+    left_behind = hidden_entries(folder)
+    assert any(entry.startswith("exports/.staging-") for entry in left_behind), left_behind
+
+    wait_for_run(server, key, "FAILURE", timeout=120)
+    wait_for_retry_of(server, run["runId"])
+    final = dataset_state(engine, key)
+    assert final["status"] == "exported" and final["images"] == 1200
+    assert_exports_complete(final)
+    assert hidden_entries(folder) == [], "the retry sweeps what the killed run left"
+
+
+def _overlaps(intervals: list[tuple[float, float]]) -> int:
+    """The largest number of intervals open at one moment."""
+    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    best = current = 0
+    for _, step in points:
+        current += step
+        best = max(best, current)
+    return best
+
+
+def test_ten_drops_at_once_all_finish_one_run_per_dataset_and_parallel_up_to_the_limit(
+    server: DevServer, tmp_path: Path
+) -> None:
+    keys = [drop(server, tmp_path, f"burst-{i}", n_images=8, seed=100 + i, user="burst") for i in range(10)]
+
+    def all_finished():
+        runs = [run for key in keys for run in server.runs({"dagster/partition": key})]
+        if any(run["status"] in ("FAILURE", "CANCELED") for run in runs):
+            pytest.fail(f"a run failed: {runs}\n{server.log_tail()}")
+        done = {run["tags"]["dagster/partition"] for run in runs if run["status"] == "SUCCESS"}
+        return runs if done == set(keys) and all(run["status"] == "SUCCESS" for run in runs) else None
+
+    runs = server.wait_for("all ten datasets", all_finished, 600, poll=2)
+    intervals = {key: [] for key in keys}
+    for run in runs:
+        intervals[run["tags"]["dagster/partition"]].append((run["startTime"], run["endTime"]))
+    assert all(_overlaps(spans) == 1 for spans in intervals.values()), intervals
+    parallel = _overlaps([span for spans in intervals.values() for span in spans])
+    assert 2 <= parallel <= MAX_CONCURRENT_RUNS, f"{parallel} runs at once"
+    for key in keys:
+        assert (server.storage / "burst" / "chaos" / key.removeprefix("burst-chaos-") / "exports").is_dir()
+
+
+def test_a_new_version_dropped_while_its_dataset_runs_queues_behind_it(
+    server: DevServer, engine: sa.Engine, tmp_path: Path
+) -> None:
+    inbox_file = server.storage / "inbox" / "faults" / "chaos" / "queued.zip"
+    with table_locked(engine, "class_distributions"):  # holds the first run inside class_distribution
+        first_key = drop(server, tmp_path, "queued", n_images=12, seed=3)
+        first = wait_for_run(server, first_key, "STARTED")
+        server.wait_for("the first drop to leave the inbox", lambda: not inbox_file.exists(), 120, 0.2)
+        second_key = drop(server, tmp_path, "queued", n_images=12, seed=4)  # same name, other bytes
+        assert second_key == first_key
+        second = server.wait_for(
+            "the new version's run",
+            lambda: next(
+                (r for r in server.runs({DATASET_TAG: first_key}) if r["runId"] != first["runId"]), None
+            ),
+            120,
+        )
+        assert second["tags"]["dagster/partition"] == f"{first_key}-v2"
+        time.sleep(6)  # several coordinator ticks: it stays queued while the first run is in progress
+        statuses = {run["runId"]: run["status"] for run in server.runs({DATASET_TAG: first_key})}
+        assert statuses == {first["runId"]: "STARTED", second["runId"]: "QUEUED"}
+    done_first = wait_for_run(server, first_key, "SUCCESS")
+    done_second = wait_for_run(server, f"{first_key}-v2", "SUCCESS")
+    assert done_second["startTime"] >= done_first["endTime"]
+
+
+QUERIES = {
+    "runs": """{ runsOrError { ... on Runs { results { runId status runConfigYaml tags { key value } } } } }""",
+    "instance": """{ instance { info runLauncher { name } runQueuingSupported
+        daemonHealth { allDaemonStatuses { daemonType healthy lastHeartbeatErrors { message } } } } }""",
+    "resources": """{ allTopLevelResourceDetailsOrError(repositorySelector: {repositoryLocationName:
+        "dataset_pipeline", repositoryName: "__repository__"}) { ... on ResourceDetailsList { results {
+        name configuredValues { key value type } } } } }""",
+    "assets": """{ assetNodes { assetKey { path } description
+        assetMaterializations(limit: 5) { runId metadataEntries { label description
+            ... on TextMetadataEntry { text } ... on PathMetadataEntry { path }
+            ... on MarkdownMetadataEntry { mdStr } ... on JsonMetadataEntry { jsonString } } } } }""",
+    "workspace": """{ workspaceOrError { ... on Workspace { locationEntries { name displayMetadata { key value }
+        locationOrLoadError { ... on PythonError { message stack } } } } } }""",
+}
+LOGS_QUERY = """query Logs($runId: ID!) { logsForRun(runId: $runId) { ... on EventConnection { events {
+    __typename ... on MessageEvent { message } ... on ExecutionStepFailureEvent { error { message stack } }
+    ... on RunFailureEvent { pipelineRunFailureError: error { message stack } } } } } }"""
+
+
+def test_the_database_password_appears_in_no_log_ui_answer_or_file(
+    server: DevServer, engine: sa.Engine, tmp_path: Path
+) -> None:
+    assert CANARY in server.env["DATABASE_URL"]  # the password is really there to leak
+    if not server.runs():
+        drop(server, tmp_path, "secret-check", n_images=8, seed=5)
+    server.wait_for("a finished run", lambda: any(r["status"] == "SUCCESS" for r in server.runs()), 300)
+
+    answers = {name: server.graphql_text(query) for name, query in QUERIES.items()}
+    for run in server.runs():
+        answers[f"logs of {run['runId']}"] = server.graphql_text(LOGS_QUERY, {"runId": run["runId"]})
+    assert [name for name, text in answers.items() if "errors" in json.loads(text)] == []
+    assert any("Started execution" in text for text in answers.values())
+    leaks = [name for name, text in answers.items() if CANARY in text]
+    assert leaks == [], f"GraphQL answers show the password: {leaks}"
+
+    files = [p for root in (server.home, server.storage) for p in root.rglob("*") if p.is_file()]
+    compute_logs = [p for p in files if "compute_logs" in p.parts]
+    assert compute_logs, "the runs' compute logs should be searched too"
+    leaked_files = [str(p) for p in [*files, server.log] if CANARY.encode() in p.read_bytes()]
+    assert leaked_files == []
+
+    with engine.connect() as connection:
+        stored = connection.execute(
+            sa.text(
+                "SELECT (SELECT count(*) FROM dagster.event_logs WHERE event LIKE :p) "
+                "+ (SELECT count(*) FROM dagster.runs WHERE run_body LIKE :p)"
+            ),
+            {"p": f"%{CANARY}%"},
+        ).scalar_one()
+    assert stored == 0
