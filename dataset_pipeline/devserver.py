@@ -91,21 +91,34 @@ def run_dev(
         str(PROJECT_ROOT / "workspace.yaml"),
     ]
     env = {**os.environ, **runtime.environment()}
-    process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, start_new_session=True)
-    print(f"dataset_pipeline: Dagster UI on http://{host}:{port} (Ctrl-C stops everything)", flush=True)
+    stop_requested_at: list[float] = []
+    started: list[subprocess.Popen[bytes]] = []
 
     def forward(signum: int, _frame: object) -> None:
-        # Only signal here: waiting inside a handler would deadlock on Popen's wait lock.
+        """Ctrl-C or SIGTERM: ask the server group to stop; a second one kills it. Only signals here: waiting
+        inside a handler would deadlock on Popen's wait lock."""
+        if not started:
+            raise KeyboardInterrupt
+        first = not stop_requested_at
+        stop_requested_at.append(time.monotonic())
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGINT)
+            os.killpg(started[0].pid, signal.SIGINT if first else signal.SIGKILL)
 
+    # Installed before the server starts: a caught signal is reset to the default in the child, whereas an
+    # ignored one (nohup, a background shell) would be inherited and the server could never be interrupted.
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while process.poll() is None:
+        started.append(subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, start_new_session=True))
+        print(f"dataset_pipeline: Dagster UI on http://{host}:{port} (Ctrl-C stops everything)", flush=True)
+        while started[0].poll() is None:
+            if stop_requested_at and time.monotonic() - stop_requested_at[0] > GRACE_SECONDS:
+                break  # the server did not stop by itself: the finally block kills what is left
             time.sleep(0.5)
-        return process.returncode
+        return started[0].returncode if started[0].returncode is not None else 130
     finally:
-        stop_process_group(process)
+        if started:
+            waited = time.monotonic() - stop_requested_at[0] if stop_requested_at else 0.0
+            stop_process_group(started[0], grace=max(0.0, GRACE_SECONDS - waited))
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         runtime.stop()

@@ -187,9 +187,16 @@ class DevServer:
 
 @contextlib.contextmanager
 def running_dev_server(
-    folder: Path, database_url: str | None, extra_env: dict[str, str] | None = None
+    folder: Path,
+    database_url: str | None,
+    extra_env: dict[str, str] | None = None,
+    *,
+    started_with_sigint_ignored: bool = False,
 ) -> Iterator[DevServer]:
-    """Start `dataset-pipeline dev` with its home and storage in `folder`; stop it (and check) on the way out."""
+    """Start `dataset-pipeline dev` with its home and storage in `folder`; stop it (and check) on the way out.
+
+    `started_with_sigint_ignored` starts it as nohup or a background shell would: Ctrl-C must still work.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     marker = uuid.uuid4().hex
     env = {
@@ -211,6 +218,9 @@ def running_dev_server(
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+            if started_with_sigint_ignored
+            else None,
         )
     server = DevServer(folder=folder, port=port, env=env, process=process, marker=marker)
     try:

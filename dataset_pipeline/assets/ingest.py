@@ -11,9 +11,15 @@ from pydantic import Field
 from dataset_pipeline.assets.common import clean_up_interrupted_writes, failing_clearly_when_disk_full
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
-from dataset_pipeline.domain.model import DatasetError
+from dataset_pipeline.domain.model import DatasetError, DatasetFormat
 from dataset_pipeline.domain.naming import dataset_folder_name, dataset_name_from_drop
-from dataset_pipeline.domain.safe_extract import ExtractionLimits, copy_folder, extract_zip, sha256_file
+from dataset_pipeline.domain.safe_extract import (
+    ExtractionLimits,
+    ExtractionReport,
+    copy_folder,
+    extract_zip,
+    sha256_file,
+)
 from dataset_pipeline.formats import detect_format
 from dataset_pipeline.partitions import dataset_partitions
 from dataset_pipeline.resources.database import DatabaseResource
@@ -64,10 +70,17 @@ def keep_source_copy(source: Path, target: Path, *, move: bool) -> None:
         os.replace(source, target)
         return
     staging = target.with_name(f".{target.name}.incoming")
-    if source.is_dir():
-        shutil.copytree(source, staging, symlinks=True)
-    else:
-        shutil.copyfile(source, staging)
+    try:
+        if source.is_dir():
+            shutil.copytree(source, staging, symlinks=True)
+        else:
+            shutil.copyfile(source, staging)
+    except BaseException:  # a full disk: drop the partial copy now, it only takes up space
+        if staging.is_dir() and not staging.is_symlink():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.unlink(missing_ok=True)
+        raise
     os.replace(staging, target)
 
 
@@ -77,6 +90,33 @@ def kept_copy_of(dataset: Dataset, file_name: str, dataset_dir: Path) -> Path | 
         if candidate.exists() and not candidate.is_symlink():
             return candidate
     return None
+
+
+def store_upload(
+    dataset: str, source: Path, dataset_dir: Path, limits: ExtractionLimits, *, move: bool
+) -> tuple[Path, ExtractionReport, DatasetFormat]:
+    """Keep the upload in `source/`, unpack it safely into `files/` and tell its format.
+
+    Raises DatasetError for a bad upload and dg.Failure for a full disk; either way nothing half-written stays.
+    """
+    kept_source = dataset_dir / "source" / source.name
+    with failing_clearly_when_disk_full(dataset_dir, f"keeping the upload of {dataset}"):
+        kept_source.parent.mkdir(exist_ok=True)
+        if source != kept_source:
+            keep_source_copy(source, kept_source, move=move)
+    staging = dataset_dir / ".files-new"
+    try:
+        with failing_clearly_when_disk_full(dataset_dir, f"unpacking {dataset}"):
+            if kept_source.is_file():
+                report = extract_zip(kept_source, staging, limits)
+            else:
+                report = copy_folder(kept_source, staging, limits)
+        detected = detect_format(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replace_directory(staging, dataset_dir / "files")
+    return kept_source, report, detected
 
 
 @dg.asset(
@@ -166,34 +206,22 @@ def raw_upload(
 
     dataset_dir = storage.dataset_dir(user, project, dataset_folder_name(name, version))
     clean_up_interrupted_writes(context, dataset_dir)
-    source_dir = dataset_dir / "source"
-    kept_source = source_dir / source.name
-    with failing_clearly_when_disk_full(dataset_dir, f"keeping the upload of {partition_key}"):
-        source_dir.mkdir(exist_ok=True)
-        if source != kept_source:
-            keep_source_copy(source, kept_source, move=source.is_relative_to(storage.inbox_dir()))
-
     limits = ExtractionLimits(
         max_entries=config.max_entries,
         max_total_bytes=int(config.max_total_gb * 1024**3),
         max_compression_ratio=config.max_compression_ratio,
     )
-    files_dir = dataset_dir / "files"
-    staging = dataset_dir / ".files-new"
     try:
-        with failing_clearly_when_disk_full(dataset_dir, f"unpacking {partition_key}"):
-            if kept_source.is_file():
-                report = extract_zip(kept_source, staging, limits)
-            else:
-                report = copy_folder(kept_source, staging, limits)
-        detected = detect_format(staging)
-    except DatasetError as error:
-        shutil.rmtree(staging, ignore_errors=True)
+        kept_source, report, detected = store_upload(
+            partition_key, source, dataset_dir, limits, move=source.is_relative_to(storage.inbox_dir())
+        )
+    except (DatasetError, dg.Failure) as error:  # bad data or a full disk: say so on the dataset too
+        reason = error.description if isinstance(error, dg.Failure) else str(error)
         with database.session() as session:
-            dataset = session.get(Dataset, dataset_id)
-            repository.set_status(session, dataset, "failed", str(error))
-        raise dg.Failure(description=str(error), allow_retries=False) from error
-    replace_directory(staging, files_dir)
+            repository.set_status(session, session.get(Dataset, dataset_id), "failed", reason)
+        if isinstance(error, dg.Failure):
+            raise
+        raise dg.Failure(description=reason, allow_retries=False) from error
 
     with database.session() as session:
         dataset = session.get(Dataset, dataset_id)
@@ -215,7 +243,7 @@ def raw_upload(
             "bytes": dg.MetadataValue.int(report.bytes_written),
             "skipped_files": len(report.issues) + report.junk_skipped,
             "sha256": sha256,
-            "stored_at": dg.MetadataValue.path(str(files_dir)),
+            "stored_at": dg.MetadataValue.path(str(dataset_dir / "files")),
         },
         data_version=dg.DataVersion(sha256),
     )

@@ -132,12 +132,17 @@ def lock_content(session: Session, project_id: int, content_sha256: str) -> None
 def duplicate_of(
     session: Session, project_id: int, content_sha256: str, partition_key: str
 ) -> Dataset | None:
+    """Another dataset of the project holding these bytes. One whose ingest never finished (pending, or failed
+    on a full disk or bad data) does not count: the same upload dropped again is then simply tried again."""
     return session.scalar(
-        sa.select(Dataset).where(
+        sa.select(Dataset)
+        .where(
             Dataset.project_id == project_id,
             Dataset.content_sha256 == content_sha256,
             Dataset.partition_key != partition_key,
+            Dataset.status.not_in(("pending", "failed")),
         )
+        .limit(1)
     )
 
 

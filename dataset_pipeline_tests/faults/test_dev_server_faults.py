@@ -68,7 +68,10 @@ def engine(canary_database: str) -> Iterator[sa.Engine]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, canary_database: str) -> Iterator[DevServer]:
     folder = tmp_path_factory.mktemp("faults")
-    with running_dev_server(folder, canary_database, {"SAMPLE": "0"}) as server:
+    # Started as nohup would (SIGINT ignored); the teardown's Ctrl-C must stop everything all the same.
+    with running_dev_server(
+        folder, canary_database, {"SAMPLE": "0"}, started_with_sigint_ignored=True
+    ) as server:
         server.wait_until_loaded()
         yield server
     assert server.survivors == [], f"processes outlived `dataset-pipeline dev`: {server.survivors}"

@@ -1,8 +1,17 @@
+import errno
 import os
+from pathlib import Path
 
 import pytest
 
-from dataset_pipeline.resources.storage import LocalDatasetStorage, UnsafePathError, atomic_writer
+from dataset_pipeline.resources.storage import (
+    LocalDatasetStorage,
+    UnsafePathError,
+    atomic_writer,
+    disk_full_message,
+    mount_point,
+    sweep_interrupted_writes,
+)
 
 
 @pytest.fixture
@@ -71,3 +80,99 @@ def test_atomic_write_leaves_nothing_on_failure(storage_root):
     with atomic_writer(target) as handle:
         handle.write(b"new")
     assert target.read_bytes() == b"new"
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+def test_sweep_removes_what_interrupted_writers_leave_and_nothing_else(tmp_path):
+    dataset = tmp_path / "ann" / "cars" / "trucks"
+    for folder in (
+        "files/.git",
+        "files/images",
+        "exports/.staging-x1",
+        "source",
+        "augmented",
+        ".files-new/a",
+    ):
+        (dataset / folder).mkdir(parents=True)
+    for name in (
+        "files/.hidden-user-file",  # the user's upload: never touched
+        "files/images/a.jpg",
+        "exports/trucks-yolo.zip",
+        "exports/.staging-x1/trucks-yolo.zip.k2.part",
+        "exports/.trucks-coco.zip.q9.part",
+        "source/trucks.zip",
+        "source/.trucks.zip.incoming",
+        "augmented/a__aug0.jpg",
+        ".files-new/a/b.txt",
+        ".augmented-new",
+    ):
+        (dataset / name).write_bytes(b"x")
+    done = sweep_interrupted_writes(dataset)
+    assert sorted(done) == [
+        "removed .augmented-new",
+        "removed .files-new",
+        "removed exports/.staging-x1",
+        "removed exports/.trucks-coco.zip.q9.part",
+        "removed source/.trucks.zip.incoming",
+    ]
+    assert _files(dataset) == [
+        "augmented",
+        "augmented/a__aug0.jpg",
+        "exports",
+        "exports/trucks-yolo.zip",
+        "files",
+        "files/.git",
+        "files/.hidden-user-file",
+        "files/images",
+        "files/images/a.jpg",
+        "source",
+        "source/trucks.zip",
+    ]
+    assert sweep_interrupted_writes(dataset) == []
+
+
+def test_sweep_puts_back_a_folder_swapped_out_just_before_a_crash(tmp_path):
+    """replace_directory renames the old folder aside, then the new one in: killed in between, the old one
+    is the only complete copy, so it is restored, not deleted."""
+    dataset = tmp_path / "d"
+    (dataset / ".augmented.old-4242").mkdir(parents=True)
+    (dataset / ".augmented.old-4242" / "a.jpg").write_bytes(b"old")
+    (dataset / ".files.old-77").mkdir()
+    (dataset / "files").mkdir()  # the swap finished: the aside copy is garbage
+    done = sweep_interrupted_writes(dataset)
+    assert sorted(done) == ["removed .files.old-77", "restored augmented"]
+    assert (dataset / "augmented" / "a.jpg").read_bytes() == b"old"
+    assert _files(dataset) == ["augmented", "augmented/a.jpg", "files"]
+
+
+def test_sweep_of_a_missing_folder_does_nothing(tmp_path):
+    assert sweep_interrupted_writes(tmp_path / "never-created") == []
+
+
+def test_disk_full_message_names_the_filesystem_and_what_to_do(tmp_path):
+    error = OSError(errno.ENOSPC, "No space left on device")
+    message = disk_full_message(error, tmp_path / "exports" / "x.zip")
+    assert message is not None
+    assert message.startswith(f"disk full: the filesystem mounted at {mount_point(tmp_path)} ")
+    assert str(tmp_path / "exports" / "x.zip") in message and "bytes free" in message
+    assert "DATASET_STORAGE_ROOT" in message
+
+
+def test_disk_full_is_found_behind_wrapping_errors_and_only_for_full_disks(tmp_path):
+    try:
+        try:
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+        except OSError as inner:
+            raise RuntimeError("while writing 'images/a.jpg' into the zip") from inner
+    except RuntimeError as wrapped:
+        assert "Disk quota exceeded" in (disk_full_message(wrapped, tmp_path) or "")
+    assert disk_full_message(OSError(errno.EACCES, "Permission denied"), tmp_path) is None
+    assert disk_full_message(ValueError("bad"), tmp_path) is None
+
+
+def test_mount_point_of_a_path_not_yet_created(tmp_path):
+    assert mount_point(tmp_path / "not" / "there") == mount_point(tmp_path)
+    assert os.path.ismount(mount_point(tmp_path))
