@@ -3,7 +3,8 @@
 A drop is `inbox/{user}/{project}/<name>.zip` or `inbox/{user}/{project}/<name>/`. It is *ready* when it
 cannot still be growing: its size and modification time were the same at the previous tick, or it was
 renamed from `<name>.zip.part` since then, or (folders) it holds a `_READY` marker. The scan only calls
-`stat`, never reads file contents: sensor ticks have a time limit, hashing and unzipping happen in the run.
+`stat` (and opens a zip to see it can be read), never reads file contents: sensor ticks have a time limit,
+hashing and unzipping happen in the run.
 """
 
 from __future__ import annotations
@@ -171,6 +172,9 @@ def scan_inbox(
                 name = entry.name
                 size, mtime_ns, marker = _folder_signature(Path(entry.path), max_folder_files)
             elif stat.S_ISREG(info.st_mode) and entry.name.lower().endswith(".zip"):
+                # stat works on a file we may not read; its run would fail and, its signature unchanged once
+                # the permission is fixed, never be requested again. Opening (not reading) tells: skip it now.
+                os.close(os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC))
                 kind, name = "zip", entry.name[:-4]
                 size, mtime_ns, marker = info.st_size, info.st_mtime_ns, False
             else:
