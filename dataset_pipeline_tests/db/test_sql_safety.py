@@ -27,6 +27,7 @@ from dataset_pipeline.db.bulk import copy_rows
 from dataset_pipeline.db.database import Database
 from dataset_pipeline.db.models import Dataset, DatasetValidation, Image, Label, Project, User
 from dataset_pipeline.domain.model import Box, Issue, LabelState, Severity
+from dataset_pipeline_tests.db.test_migrations import EXPECTED_TABLES
 
 # --- static check ----------------------------------------------------------------------------------------
 
@@ -227,20 +228,6 @@ HOSTILE = [
 ]
 assert all(len(value) <= 64 for value in HOSTILE)  # fits every String(64) column
 assert len(set(HOSTILE)) == len(HOSTILE)
-
-EXPECTED_TABLES = {
-    "users",
-    "projects",
-    "datasets",
-    "images",
-    "labels",
-    "dataset_validations",
-    "class_distributions",
-    "split_reports",
-    "label_edits",
-    "exports",
-    "alembic_version",
-}
 
 
 def image_row(index: int, value: str) -> repository.ImageRow:
