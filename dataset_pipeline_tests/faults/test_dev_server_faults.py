@@ -8,6 +8,7 @@ One server serves the whole module (starting one takes half a minute); the tests
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -154,7 +155,7 @@ def dataset_state(engine: sa.Engine, key: str) -> dict:
     return {**row._asdict(), "exports": [tuple(e) for e in exports]}
 
 
-def dataset_folder(server: DevServer, key: str, name: str) -> Path:
+def dataset_folder(server: DevServer, name: str) -> Path:
     return server.storage / "faults" / "chaos" / name
 
 
@@ -169,8 +170,6 @@ def hidden_entries(folder: Path) -> list[str]:
 
 
 def assert_exports_complete(state: dict) -> None:
-    import hashlib
-
     assert [e[0] for e in state["exports"]] == ["coco", "voc", "yolo"]
     for _, path, sha256 in state["exports"]:
         with zipfile.ZipFile(path) as archive:
@@ -255,14 +254,14 @@ def test_a_run_killed_during_its_validation_write_leaves_the_old_state_and_its_r
     assert (final["status"], final["images"], final["runs"]) == ("exported", 40, 1)
     assert final["labels"] > 0
     assert_exports_complete(final)
-    assert hidden_entries(dataset_folder(server, key, "killed-validating")) == []
+    assert hidden_entries(dataset_folder(server, "killed-validating")) == []
 
 
 def test_a_run_killed_while_writing_its_export_shows_no_partial_zip_and_its_retry_cleans_up(
     server: DevServer, engine: sa.Engine, tmp_path: Path
 ) -> None:
     key = drop(server, tmp_path, "killed-exporting", n_images=1200, seed=2)
-    folder = dataset_folder(server, key, "killed-exporting")
+    folder = dataset_folder(server, "killed-exporting")
     run = wait_for_run(server, key, "STARTED")
 
     def zip_being_written() -> bool:
