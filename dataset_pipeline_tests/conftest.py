@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,14 +17,13 @@ import sqlalchemy as sa
 from dataset_pipeline.db.database import Database
 from dataset_pipeline.embedded_postgres import (
     DAGSTER_SCHEMA,
-    drop_database,
-    ensure_database,
     ensure_schema,
     normalize_url,
     start_embedded,
     with_search_path,
 )
 from dataset_pipeline.runtime import instance_config_source
+from dataset_pipeline_tests.databases import fresh_database
 
 APP_TABLES = (
     "exports, label_edits, split_reports, class_distributions, dataset_validations, labels, images, datasets, "
@@ -54,12 +52,9 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def database_url(pg_server_url: str) -> Iterator[str]:
     """A database of its own for this test session, dropped afterwards: the CI server's `test` stays clean."""
-    name = f"dp_test_{uuid.uuid4().hex[:10]}"
-    url = ensure_database(pg_server_url, name)
-    try:
+    with fresh_database(pg_server_url, prefix="dp_test") as url:
+        assert url is not None
         yield url
-    finally:
-        drop_database(pg_server_url, name)
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from dataset_pipeline.embedded_postgres import drop_database, ensure_database, normalize_url
-
 T = TypeVar("T")
 
 #: Every process the server starts inherits this variable; its value finds them in /proc afterwards.
@@ -73,21 +71,6 @@ def process_tree(root: int) -> list[int]:
         tree.append(pid)
         pending.extend(children.get(pid, []))
     return tree
-
-
-@contextlib.contextmanager
-def fresh_database(server_url: str | None) -> Iterator[str | None]:
-    """A new database on `server_url`'s server, dropped afterwards; None in, None out (embedded)."""
-    if not server_url:
-        yield None
-        return
-    server_url = normalize_url(server_url)
-    name = f"dp_dev_{uuid.uuid4().hex[:8]}"
-    url = ensure_database(server_url, name)
-    try:
-        yield url
-    finally:
-        drop_database(server_url, name)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from dataset_pipeline.assets.common import (
     RERUN_WHEN_UPSTREAM_CHANGES,
+    TRANSIENT_ERROR_RETRY,
     clean_up_interrupted_writes,
     dataset_row,
     failing_clearly_when_disk_full,
@@ -97,7 +98,7 @@ def augmented_name(source_relative_path: str, copy_index: int) -> str:
     deps=[class_distribution],
     group_name="augment",
     kinds={"python", "postgres"},
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    retry_policy=TRANSIENT_ERROR_RETRY,
     automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,
     description="Augmented copies of valid training images, each stored with its source and recipe.",
 )

@@ -25,6 +25,11 @@ RERUN_WHEN_UPSTREAM_CHANGES = (
 ).with_label("rerun_when_upstream_changes")
 
 
+#: Every stage retries transient errors (a lost database connection, a restart) twice, 5 s apart; bad data and
+#: full disks raise `dg.Failure(allow_retries=False)` instead.
+TRANSIENT_ERROR_RETRY = dg.RetryPolicy(max_retries=2, delay=5)
+
+
 def dataset_row(session: Session, partition_key: str) -> Dataset:
     try:
         return repository.dataset_by_partition(session, partition_key)

@@ -4,6 +4,7 @@ import dagster as dg
 
 from dataset_pipeline.assets.common import (
     RERUN_WHEN_UPSTREAM_CHANGES,
+    TRANSIENT_ERROR_RETRY,
     dataset_row,
     frame_table,
     png_markdown,
@@ -33,7 +34,7 @@ def _plain(value: object) -> object:
     deps=[validated_dataset],
     group_name="analyse",
     kinds={"python", "postgres"},
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    retry_policy=TRANSIENT_ERROR_RETRY,
     automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,
     description="Per class: boxes, images, share, COCO size buckets, aspect ratios; per source split when present.",
 )

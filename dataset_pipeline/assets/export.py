@@ -13,6 +13,7 @@ from pydantic import Field
 from dataset_pipeline.assets.augmentation import AUGMENTED_FOLDER
 from dataset_pipeline.assets.common import (
     RERUN_WHEN_UPSTREAM_CHANGES,
+    TRANSIENT_ERROR_RETRY,
     clean_up_interrupted_writes,
     dataset_row,
     failing_clearly_when_disk_full,
@@ -53,7 +54,7 @@ def export_file_name(relative_path: str, is_augmented: bool) -> str:
     deps=[dataset_splits],
     group_name="export",
     kinds={"python", "postgres"},
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    retry_policy=TRANSIENT_ERROR_RETRY,
     automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,
     description="Zipped YOLO / COCO / VOC exports with a manifest, under storage/{user}/{project}/{dataset}/exports.",
 )

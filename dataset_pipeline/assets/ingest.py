@@ -8,7 +8,11 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from dataset_pipeline.assets.common import clean_up_interrupted_writes, failing_clearly_when_disk_full
+from dataset_pipeline.assets.common import (
+    TRANSIENT_ERROR_RETRY,
+    clean_up_interrupted_writes,
+    failing_clearly_when_disk_full,
+)
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
 from dataset_pipeline.domain.model import DatasetError, DatasetFormat
@@ -124,7 +128,7 @@ def store_upload(
     group_name="ingest",
     kinds={"python", "postgres"},
     output_required=False,
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    retry_policy=TRANSIENT_ERROR_RETRY,
     description="The upload, unpacked safely into storage/{user}/{project}/{dataset}/files with its format told.",
 )
 def raw_upload(
@@ -192,12 +196,7 @@ def raw_upload(
                 source_path=str(source),
                 source_kind="zip" if source.is_file() else "folder",
                 content_sha256=sha256,
-                status="pending",
-                class_names=[],
-                file_count=0,
-                total_bytes=0,
-                validation_summary={},
-            )
+            )  # status "pending", no classes or files yet: the model's defaults
             session.add(dataset)
             session.flush()
         dataset.content_sha256 = sha256

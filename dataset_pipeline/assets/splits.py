@@ -6,7 +6,12 @@ import dagster as dg
 from pydantic import Field
 
 from dataset_pipeline.assets.augmentation import augmented_dataset
-from dataset_pipeline.assets.common import RERUN_WHEN_UPSTREAM_CHANGES, dataset_row, frame_table
+from dataset_pipeline.assets.common import (
+    RERUN_WHEN_UPSTREAM_CHANGES,
+    TRANSIENT_ERROR_RETRY,
+    dataset_row,
+    frame_table,
+)
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
 from dataset_pipeline.domain.splitting import SplitItem, assign_splits
@@ -30,7 +35,7 @@ class SplitConfig(dg.Config):
     deps=[augmented_dataset],
     group_name="split",
     kinds={"python", "postgres"},
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    retry_policy=TRANSIENT_ERROR_RETRY,
     automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,
     description="Iterative stratification (Sechidis et al. 2011) over duplicate- and augmentation-aware groups.",
 )

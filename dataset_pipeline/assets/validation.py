@@ -6,7 +6,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from dataset_pipeline.assets.common import dataset_row, progress_logger, source_root
+from dataset_pipeline.assets.common import TRANSIENT_ERROR_RETRY, dataset_row, progress_logger, source_root
 from dataset_pipeline.assets.ingest import raw_upload
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
@@ -56,7 +56,7 @@ class ValidationConfig(dg.Config):
             description="Stops the graph when nothing usable is left or too many images were quarantined.",
         )
     ],
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    retry_policy=TRANSIENT_ERROR_RETRY,
     description="Every label parsed into the canonical model and every image decoded; problems recorded with "
     "file and line; bad images quarantined whole.",
 )

@@ -213,14 +213,22 @@ def insert_images_with_labels(
             sa.select(Image.relative_path, Image.id).where(Image.dataset_id == dataset_id)
         ).all()
     )
-    copy_rows(
-        connection,
+    copy_labels(session, dataset_id, ((ids[image.relative_path], image.boxes) for image in images))
+    return ids
+
+
+def copy_labels(
+    session: Session, dataset_id: int, boxes_by_image: Iterable[tuple[int, Sequence[Box]]]
+) -> int:
+    """COPY the boxes of each (image id, boxes) pair into `labels`; returns how many were written."""
+    return copy_rows(
+        session.connection(),
         "labels",
         LABEL_COLUMNS,
         (
             (
                 dataset_id,
-                ids[image.relative_path],
+                image_id,
                 box.class_index,
                 box.x_min,
                 box.y_min,
@@ -228,11 +236,10 @@ def insert_images_with_labels(
                 box.y_max,
                 dict(box.attributes),
             )
-            for image in images
-            for box in image.boxes
+            for image_id, boxes in boxes_by_image
+            for box in boxes
         ),
     )
-    return ids
 
 
 def replace_validation(
@@ -423,25 +430,7 @@ def store_label_set(session: Session, dataset_id: int, labels: LabelSet, ids: di
             sa.update(Image).where(Image.id == states.c.id).values(label_state=states.c.state),
             execution_options={"synchronize_session": False},
         )
-    copy_rows(
-        session.connection(),
-        "labels",
-        LABEL_COLUMNS,
-        (
-            (
-                dataset_id,
-                ids[path],
-                box.class_index,
-                box.x_min,
-                box.y_min,
-                box.x_max,
-                box.y_max,
-                dict(box.attributes),
-            )
-            for path, image in labels.images.items()
-            for box in image.boxes
-        ),
-    )
+    copy_labels(session, dataset_id, ((ids[path], image.boxes) for path, image in labels.images.items()))
     dataset = session.get(Dataset, dataset_id)
     assert dataset is not None
     dataset.class_names = list(labels.class_names)

@@ -8,6 +8,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # n
 )
 from pydantic import Field
 
+from dataset_pipeline.assets.common import TRANSIENT_ERROR_RETRY
 from dataset_pipeline.assets.validation import USABLE_CHECK
 from dataset_pipeline.db import repository
 from dataset_pipeline.domain.label_edits import LabelEdit, LabelEditError, apply_edits
@@ -63,7 +64,7 @@ class LabelEditConfig(dg.Config):
 
 
 @dg.op(
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    retry_policy=TRANSIENT_ERROR_RETRY,
     description="Apply label edits to one dataset in one transaction, with an audit row per edit.",
 )
 def apply_label_edits(

@@ -18,10 +18,6 @@ def _dataset(session, project_id: int, key: str, status: str) -> Dataset:
         source_kind="zip",
         content_sha256="ab" * 32,
         status=status,
-        class_names=[],
-        file_count=0,
-        total_bytes=0,
-        validation_summary={},
     )
     session.add(dataset)
     session.flush()

@@ -30,7 +30,9 @@ from dataset_pipeline.domain.model import DatasetFormat
 from dataset_pipeline.domain.synthetic import generate_dataset
 from dataset_pipeline.embedded_postgres import ensure_database, start_embedded
 from dataset_pipeline.sensors import DATASET_TAG
-from dataset_pipeline_tests.dev_server import DevServer, fresh_database, process_tree, running_dev_server
+from dataset_pipeline_tests.databases import fresh_database
+from dataset_pipeline_tests.dev_server import DevServer, process_tree, running_dev_server
+from dataset_pipeline_tests.faults.database_locks import table_locked, writers_waiting_on_a_lock
 
 pytestmark = [pytest.mark.slow, pytest.mark.db]
 
@@ -178,31 +180,6 @@ def assert_exports_complete(state: dict) -> None:
         assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha256
 
 
-@contextlib.contextmanager
-def table_locked(engine: sa.Engine, table: str) -> Iterator[sa.Connection]:
-    """Hold a SHARE lock on `table`: every write to it waits until the block ends."""
-    with engine.connect() as connection:
-        transaction = connection.begin()
-        connection.execute(sa.text(f"LOCK TABLE {table} IN SHARE MODE"))  # a constant name from this file
-        try:
-            yield connection
-        finally:
-            with contextlib.suppress(sa.exc.DBAPIError):
-                transaction.rollback()
-
-
-def writer_waiting_on_lock(engine: sa.Engine) -> bool:
-    with engine.connect() as connection:
-        return bool(
-            connection.execute(
-                sa.text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dataset_pipeline' "
-                    "AND wait_event_type = 'Lock'"
-                )
-            ).scalar_one()
-        )
-
-
 # --- tests --------------------------------------------------------------------------------------------
 
 
@@ -232,7 +209,7 @@ def test_a_run_killed_during_its_validation_write_leaves_the_old_state_and_its_r
         run = wait_for_run(server, key, "STARTED")
         # validated_dataset has deleted the old rows and waits to write its report: the write is in flight
         server.wait_for(
-            "validation's write to wait on the lock", lambda: writer_waiting_on_lock(engine), 120, 0.1
+            "validation's write to wait on the lock", lambda: writers_waiting_on_a_lock(engine) > 0, 120, 0.1
         )
         worker = step_start_pid(engine, run["runId"], "validated_dataset")
         assert worker is not None

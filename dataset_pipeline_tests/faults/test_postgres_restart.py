@@ -8,7 +8,6 @@ hits the transaction in flight every time rather than by luck of timing.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import tempfile
 import threading
@@ -40,6 +39,7 @@ from dataset_pipeline.partitions import dataset_partitions
 from dataset_pipeline.resources.database import DatabaseResource
 from dataset_pipeline.resources.storage import LocalDatasetStorage
 from dataset_pipeline.runtime import instance_config_source
+from dataset_pipeline_tests.faults.database_locks import table_locked, writers_waiting_on_a_lock
 
 pytestmark = [pytest.mark.slow]
 
@@ -111,16 +111,6 @@ def error_messages(error) -> str:
     return "\n".join(messages)
 
 
-def writers_waiting_on_a_lock(engine: sa.Engine) -> int:
-    with engine.connect() as connection:
-        return connection.execute(
-            sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dataset_pipeline' "
-                "AND wait_event_type = 'Lock'"
-            )
-        ).scalar_one()
-
-
 def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -169,16 +159,12 @@ def test_a_restart_during_the_validation_write_rolls_it_back_and_the_retry_compl
             raise_on_error=False,
         )
 
-    with observer.connect() as locker:
-        transaction = locker.begin()
-        locker.execute(sa.text("LOCK TABLE dataset_validations IN SHARE MODE"))
+    with table_locked(observer, "dataset_validations"):
         worker = threading.Thread(target=validate_again, daemon=True)
         worker.start()
         wait_until(lambda: writers_waiting_on_a_lock(observer) > 0)
         # The step has deleted the old images and waits to write its report: restart the server now.
         restart(own_server)
-        with contextlib.suppress(sa.exc.DBAPIError):
-            transaction.rollback()
 
     # Right after the restart (the retry waits 5 s), readers see exactly the old state.
     assert snapshot(observer, key) == old
