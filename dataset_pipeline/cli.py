@@ -93,56 +93,321 @@ def _open_database() -> Iterator[Database]:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    """Datasets with status, counts and export paths, from the database."""
+    """Datasets with their versions, verdicts and the newest version's exports, from the database."""
     from dataset_pipeline.db import repository
+    from dataset_pipeline.resources.storage import LocalDatasetStorage
 
+    storage = LocalDatasetStorage()
     with _open_database() as database, database.session() as session:
         datasets = repository.list_datasets(session)
         if not datasets:
             print("no datasets yet: drop a .zip into storage/inbox/<user>/<project>/ or run `make demo`")
         for dataset in datasets:
             user, project = repository.owner_of(session, dataset)
-            summary = dataset.validation_summary or {}
+            versions = repository.versions_of(session, dataset.id)
+            verdicts = repository.validations_of(session, [v.id for v in versions])
+            newest = versions[-1] if versions else None
+            summary = verdicts[newest.id].summary if newest is not None and newest.id in verdicts else {}
             print(
                 f"{dataset.id:>4}  {dataset.partition_key:40s} {user}/{project}  {dataset.status:10s} "
-                f"{dataset.format or '-':5s} images={summary.get('images', '-')} "
-                f"usable={summary.get('usable_images', '-')}"
+                f"{f'v{newest.number}' if newest else 'v-':>4} {(newest.format if newest else None) or '-':5s} "
+                f"images={summary.get('images', '-')} usable={summary.get('usable_images', '-')} "
+                f"quarantined={summary.get('quarantined', '-')}"
             )
             if dataset.status_reason:
                 print(f"      reason: {dataset.status_reason}")
-            for export in repository.exports_of(session, dataset.id):
-                print(f"      {export.format:5s} {export.path}")
+            for version in versions:
+                print(f"      {_version_line(version, verdicts.get(version.id))}")
+            if newest is not None:
+                for export in repository.exports_of(session, newest.id):
+                    print(f"      {export.format:5s} {_shown_path(storage, export.path)}")
     return EXIT_OK
 
 
+def _version_line(version: DatasetVersion, verdict: VersionValidation | None) -> str:
+    """`v2 label_edit by alice 2026-12-01 12:00 sha256 0a1b2c3d4e5f… images=10 usable=9 passed`."""
+    when = version.created_at.astimezone().strftime("%Y-%m-%d %H:%M") if version.created_at else "-"
+    line = f"v{version.number} {version.cause} by {version.created_by} {when} sha256 {version.upload_sha256[:12]}…"
+    if verdict is None:
+        return f"{line} not validated yet"
+    summary = verdict.summary or {}
+    line += f" images={summary.get('images', '-')} usable={summary.get('usable_images', '-')}"
+    return f"{line} passed" if verdict.passed else f"{line} failed: {verdict.reason or 'no reason recorded'}"
+
+
+def _shown_path(storage: DatasetStorage, relative: str) -> str:
+    """The file a root-relative path names, or the path itself when it cannot be resolved safely."""
+    from dataset_pipeline.resources.storage import UnsafePathError
+
+    try:
+        return str(storage.resolve(relative))
+    except UnsafePathError:
+        return relative
+
+
 def _cmd_download(args: argparse.Namespace) -> int:
-    """Copy a dataset's export zip to a file (the old GET /download/{dataset_id})."""
-    import shutil
+    """Copy the newest export of a version to a file (the old GET /download/{dataset_id})."""
+    import hashlib
     from pathlib import Path
 
     from dataset_pipeline.db import repository
+    from dataset_pipeline.resources.storage import LocalDatasetStorage, UnsafePathError
 
+    storage = LocalDatasetStorage()
+    with _open_database() as database, database.session() as session:
+        found = _dataset_and_version(session, args.dataset, args.version)
+        if isinstance(found, int):
+            return found
+        dataset, version = found
+        where = f"version {version.number} of dataset {dataset.partition_key}"
+        exports = {export.format: export for export in repository.exports_of(session, version.id)}
+        export = exports.get(args.format)
+        if export is None:
+            print(
+                f"error: {_why_no_export(session, dataset, version, args.format, sorted(exports))}",
+                file=sys.stderr,
+            )
+            return EXIT_NOT_FOUND
+        relative, sha256 = export.path, export.sha256
+    try:
+        source = storage.resolve(relative)
+    except UnsafePathError as error:
+        print(f"error: the {args.format} export of {where} cannot be read: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    if not source.is_file():
+        print(
+            f"error: the {args.format} export of {where} is recorded at {relative}, but {source} does not exist; "
+            f"check DATASET_STORAGE_ROOT ({storage.root_path}) or materialise dataset_export for partition "
+            f"{dataset.partition_key} again",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_FOUND
+    output = Path(args.output or source.name)
+    temporary = output.with_name(f".{output.name}.part")
+    digest = hashlib.sha256()
+    try:
+        with source.open("rb") as reader, temporary.open("wb") as writer:
+            while chunk := reader.read(1 << 20):
+                digest.update(chunk)
+                writer.write(chunk)
+        if digest.hexdigest() != sha256:
+            print(
+                f"error: {source} does not match the sha256 recorded for the {args.format} export of {where} "
+                f"(recorded {sha256}, on disk {digest.hexdigest()}); materialise dataset_export for partition "
+                f"{dataset.partition_key} again",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+        os.replace(temporary, output)
+    except OSError as error:
+        print(f"error: could not copy {source} to {output}: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        temporary.unlink(missing_ok=True)
+    print(f"{output} ({output.stat().st_size:,} bytes, {where}, {args.format}, sha256 {sha256})")
+    return EXIT_OK
+
+
+def _why_no_export(
+    session: Session, dataset: Dataset, version: DatasetVersion, fmt: str, formats: list[str]
+) -> str:
+    """What a user asking for a missing export needs to hear: why there is none, and what to ask for instead."""
+    from dataset_pipeline.db import repository
+
+    where = f"version {version.number} of dataset {dataset.partition_key}"
+    with_export = {
+        number: fmts
+        for number, fmts in repository.export_formats_by_version(session, dataset.id).items()
+        if fmt in fmts
+    }
+    elsewhere = (
+        f"versions with a {fmt} export: {', '.join(f'{n}' for n in with_export)} (pick one with --version N)"
+        if with_export
+        else f"no version of {dataset.partition_key} has a {fmt} export"
+    )
+    verdict = repository.validation_of(session, version.id)
+    if verdict is not None and not verdict.passed:
+        return (
+            f"{where} failed validation ({verdict.reason or 'no reason recorded'}), so it is never exported; "
+            f"{elsewhere}. Fix the upload and submit it again (`dataset-pipeline submit`)."
+        )
+    if verdict is None:
+        return (
+            f"{where} is not validated yet, so it has no exports; {elsewhere}. Wait for its run to finish "
+            "(`dataset-pipeline list` shows where it stands)."
+        )
+    other = f" (it has {', '.join(formats)})" if formats else ""
+    return (
+        f"{where} has no {fmt} export yet{other}; {elsewhere}. Materialise dataset_export for partition "
+        f"{dataset.partition_key} to make one."
+    )
+
+
+def _dataset_and_version(
+    session: Session, key: str, number: int | None
+) -> tuple[Dataset, DatasetVersion] | int:
+    """The dataset and its version `number` (newest when None), or the exit code after saying what is wrong."""
+    from dataset_pipeline.db import repository
+
+    dataset = repository.find_dataset(session, key)
+    if dataset is None:
+        print(f"error: no dataset {key!r}; `dataset-pipeline list` shows them", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    try:
+        return dataset, repository.version_of(session, dataset, number)
+    except repository.VersionNotFound as error:
+        print(f"error: {error}; `dataset-pipeline list` shows them", file=sys.stderr)
+        return EXIT_NOT_FOUND
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    """What changed between two versions: images, boxes, classes, splits."""
+    import json
+
+    from dataset_pipeline.db.models import DatasetVersion
+    from dataset_pipeline.db.version_content import load_version_content
+    from dataset_pipeline.domain.version_diff import diff_versions
+
+    with _open_database() as database, database.session() as session:
+        found = _dataset_and_version(session, args.dataset, args.to)
+        if isinstance(found, int):
+            return found
+        dataset, new = found
+        from_number = args.from_
+        if from_number is None:
+            parent = session.get(DatasetVersion, new.parent_id) if new.parent_id is not None else None
+            from_number = parent.number if parent is not None else new.number - 1
+            if from_number < 1:
+                print(
+                    f"error: version {new.number} is the first version of dataset {dataset.partition_key}; "
+                    "there is nothing before it to compare with (give --from and --to)",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+        found = _dataset_and_version(session, args.dataset, from_number)
+        if isinstance(found, int):
+            return found
+        old = found[1]
+        for version in (old, new):
+            if not session.get(VersionValidation, version.id):
+                print(
+                    f"note: version {version.number} of dataset {dataset.partition_key} is not validated yet, "
+                    "so it has no images or labels to compare",
+                    file=sys.stderr,
+                )
+        diff = diff_versions(load_version_content(session, old), load_version_content(session, new))
+    print(json.dumps(diff.to_json(), indent=2) if args.json else diff.markdown())
+    return EXIT_OK
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    """Delete all but the newest versions of a dataset, then the files only they referred to."""
+    from dataset_pipeline.db import repository
+    from dataset_pipeline.db.models import Dataset
+    from dataset_pipeline.resources.storage import LocalDatasetStorage
+
+    storage = LocalDatasetStorage()
     with _open_database() as database, database.session() as session:
         dataset = repository.find_dataset(session, args.dataset)
         if dataset is None:
             print(f"error: no dataset {args.dataset!r}; `dataset-pipeline list` shows them", file=sys.stderr)
             return EXIT_NOT_FOUND
-        partition_key = dataset.partition_key
-        exports = {export.format: export for export in repository.exports_of(session, dataset.id)}
-    export = exports.get(args.format)
-    if export is None or not Path(export.path).is_file():
-        print(
-            f"error: dataset {partition_key} has no {args.format} export yet "
-            f"(have: {', '.join(sorted(exports)) or 'none'}); materialise dataset_export first",
-            file=sys.stderr,
-        )
-        return EXIT_NOT_FOUND
-    output = Path(args.output or Path(export.path).name)
-    temporary = output.with_name(f".{output.name}.part")
-    shutil.copyfile(export.path, temporary)
-    os.replace(temporary, output)
-    print(f"{output} ({output.stat().st_size:,} bytes, sha256 {export.sha256})")
-    return EXIT_OK
+        key = dataset.partition_key
+        user, project = repository.owner_of(session, dataset)
+        # The lock add_version takes: no version is added while we decide which to drop.
+        session.execute(sa.select(Dataset.id).where(Dataset.id == dataset.id).with_for_update())
+        # A dry run deletes inside a savepoint and rolls it back, so it reports exactly what --yes would do.
+        savepoint = None if args.yes else session.begin_nested()
+        pruned, paths = repository.prune_versions(session, dataset, args.keep)
+        if savepoint is not None:
+            savepoint.rollback()
+    if not pruned:
+        print(f"dataset {key} has no more than {args.keep} version(s); nothing to prune")
+        return EXIT_OK
+    dataset_dir = storage.resolve(f"{user}/{project}/{dataset.name}")
+    numbers = ", ".join(map(str, pruned))
+    if not args.yes:
+        print(f"dry run: would delete version(s) {numbers} of dataset {key} and everything computed from them")
+        total = 0
+        for relative in sorted(paths):
+            path, problem = _prunable(storage, relative)
+            size = _tree_size(path) if path is not None and problem is None else 0
+            total += size
+            print(f"  would remove {relative} ({problem or f'{size:,} bytes'})")
+        print(f"would free {total:,} bytes; run again with --yes to do it")
+        return EXIT_OK
+    print(f"deleted version(s) {numbers} of dataset {key} and everything computed from them")
+    freed, failed = 0, 0
+    for relative in sorted(paths):
+        path, problem = _prunable(storage, relative)
+        if path is None or problem is not None:
+            print(f"  skipped {relative} ({problem})")
+            continue
+        size = _tree_size(path)
+        try:
+            _remove(path)
+        except OSError as error:
+            failed += 1
+            print(f"  could not remove {path}: {error}; delete it by hand", file=sys.stderr)
+            continue
+        freed += size
+        print(f"  removed {relative} ({size:,} bytes)")
+        _remove_empty_parents(path, dataset_dir)
+    print(f"freed {freed:,} bytes")
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _prunable(storage: DatasetStorage, relative: str) -> tuple[Path | None, str | None]:
+    """The file or folder to delete for a root-relative path, or why it is left alone."""
+    from dataset_pipeline.resources.storage import UnsafePathError
+
+    try:
+        path = storage.resolve(relative)  # refuses symlinks anywhere on the way and escapes from the root
+    except UnsafePathError as error:
+        return None, f"not touched: {error}"
+    if not os.path.lexists(path):
+        return path, "already gone"
+    return path, None
+
+
+def _tree_size(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder, without following symlinks."""
+    try:
+        if not path.is_dir() or path.is_symlink():
+            return path.lstat().st_size
+    except FileNotFoundError:
+        return 0
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or a folder tree; symlinks inside are removed, never followed; what is gone is fine."""
+    import shutil
+
+    def ignore_gone(function, name, exc_info) -> None:  # noqa: ANN001 - shutil's callback signature
+        if not isinstance(exc_info[1], FileNotFoundError):
+            raise exc_info[1]
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, onerror=ignore_gone)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _remove_empty_parents(path: Path, stop: Path) -> None:
+    """Remove folders a deletion left empty (`v1/exports/<run>/`, `v1/`), never `stop` or above it."""
+    for parent in path.parents:
+        if parent == stop or not parent.is_relative_to(stop):
+            return
+        try:
+            parent.rmdir()
+        except OSError:
+            return
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:

@@ -1,11 +1,10 @@
-"""Jobs: selections of the asset graph where possible, the label-edit op where not."""
+"""Jobs: selections of the asset graph."""
 
 import dagster as dg
 
 from dataset_pipeline.assets.ingest import raw_upload
+from dataset_pipeline.assets.labels import labels
 from dataset_pipeline.assets.validation import validated_dataset
-from dataset_pipeline.ops.label_edits import apply_label_edits
-from dataset_pipeline.partitions import dataset_partitions
 
 #: Everything from the upload to the export zips: what the inbox sensor runs for each new dataset.
 process_dataset_job = dg.define_asset_job(
@@ -14,7 +13,8 @@ process_dataset_job = dg.define_asset_job(
     description="Ingest, validate, analyse, augment, split and export one dataset.",
 )
 
-#: Validation alone, for the nightly schedule; what depends on a changed validation re-runs by automation.
+#: Validation alone, for the nightly schedule: an unchanged dataset writes nothing, a changed one becomes a new
+#: version, and what depends on it re-runs by automation.
 revalidate_dataset_job = dg.define_asset_job(
     "revalidate_dataset",
     selection=dg.AssetSelection.assets(validated_dataset),
@@ -22,11 +22,11 @@ revalidate_dataset_job = dg.define_asset_job(
 )
 
 
-@dg.job(
-    name="edit_labels",
-    partitions_def=dataset_partitions,
+#: The old POST /label: `labels` materialised with edits in its config makes a new version of the dataset;
+#: automation then re-runs the stages after it for that dataset.
+edit_labels_job = dg.define_asset_job(
+    "edit_labels",
+    selection=dg.AssetSelection.assets(labels),
     description="Edit one dataset's labels (rename, merge, delete a class, replace an image's boxes, remap "
-    "class ids) with an audit trail; the stages after validation then re-run by themselves.",
+    "class ids) as a new version with an audit trail; the stages after it then re-run by themselves.",
 )
-def edit_labels_job():
-    apply_label_edits()

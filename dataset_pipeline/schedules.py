@@ -16,8 +16,8 @@ REVALIDATION_CRON = os.environ.get("REVALIDATION_CRON", "0 2 * * *")
     cron_schedule=REVALIDATION_CRON,
     execution_timezone=os.environ.get("REVALIDATION_TIMEZONE", "UTC"),
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Re-validates every dataset; files missing or changed since the last validation are "
-    "reported, and only datasets whose validation changed re-run their downstream stages.",
+    description="Re-validates every dataset's newest version; files missing or changed since it was "
+    "validated make a new version, and only those datasets re-run their downstream stages.",
 )
 def nightly_revalidation(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
     tick = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
@@ -25,7 +25,6 @@ def nightly_revalidation(context: dg.ScheduleEvaluationContext) -> list[dg.RunRe
         dg.RunRequest(
             run_key=f"revalidate:{key}:{tick}",
             partition_key=key,
-            run_config={"ops": {"validated_dataset": {"config": {"skip_if_unchanged": True}}}},
             tags={"dataset_pipeline/trigger": "nightly-revalidation"},
         )
         for key in context.instance.get_dynamic_partitions(dataset_partitions.name)

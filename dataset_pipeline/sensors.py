@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from dataset_pipeline.domain.inbox import InboxCursor, plan_tick, scan_inbox
-from dataset_pipeline.domain.naming import next_partition_key, partition_key_for
+from dataset_pipeline.domain.naming import partition_key_for
 from dataset_pipeline.jobs import process_dataset_job
 from dataset_pipeline.partitions import dataset_partitions
 from dataset_pipeline.resources.storage import LocalDatasetStorage
@@ -15,9 +15,6 @@ from dataset_pipeline.resources.storage import LocalDatasetStorage
 INBOX_INTERVAL_SECONDS = int(os.environ.get("INBOX_SENSOR_INTERVAL_SECONDS", "5"))
 #: Tag on every run the sensor requests: which drop (path@size:mtime) it came from.
 DROP_TAG = "dataset_pipeline/drop"
-#: Tag shared by the runs of every version of one dataset (its first partition key); dagster.yaml allows one
-#: such run at a time, so a re-drop of a dataset queues behind the run still processing the previous one.
-DATASET_TAG = "dataset_pipeline/dataset"
 MAX_REQUESTS_PER_TICK = 20
 MAX_ENTRIES_PER_TICK = 1000
 
@@ -27,8 +24,8 @@ def _already_requested(instance: dg.DagsterInstance, drop_id: str) -> bool:
     return bool(instance.get_run_records(dg.RunsFilter(tags={DROP_TAG: drop_id}), limit=1))
 
 
-def _raw_upload_config(path: Path, user: str, project: str, name: str, version: int) -> dict:
-    config = {"source_path": str(path), "user": user, "project": project, "name": name, "version": version}
+def _raw_upload_config(path: Path, user: str, project: str, name: str) -> dict:
+    config = {"source_path": str(path), "user": user, "project": project, "name": name}
     return {"ops": {"raw_upload": {"config": config}}}
 
 
@@ -37,7 +34,7 @@ def _raw_upload_config(path: Path, user: str, project: str, name: str, version: 
     minimum_interval_seconds=INBOX_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Picks up complete drops in storage/inbox/{user}/{project}/ (<name>.zip or <name>/) and runs "
-    "the whole graph for each as a new dataset partition.",
+    "the whole graph for each: a new name is a new dataset partition, a known name a new version of it.",
 )
 def inbox_sensor(context: dg.SensorEvaluationContext, storage: LocalDatasetStorage) -> dg.SensorResult:
     inbox = storage.inbox_dir()
@@ -61,21 +58,17 @@ def inbox_sensor(context: dg.SensorEvaluationContext, storage: LocalDatasetStora
     for drop in plan.ready:
         if _already_requested(context.instance, drop.drop_id):
             continue
-        key, version = next_partition_key(drop.user, drop.project, drop.name, taken)
-        taken.add(key)
-        new_keys.append(key)
+        key = partition_key_for(drop.user, drop.project, drop.name)
+        if key not in taken:
+            taken.add(key)
+            new_keys.append(key)
         context.log.info(f"inbox/{drop.relative_path} is complete: dataset {key}")
         run_requests.append(
             dg.RunRequest(
                 run_key=drop.drop_id,
                 partition_key=key,
-                run_config=_raw_upload_config(
-                    inbox / drop.relative_path, drop.user, drop.project, drop.name, version
-                ),
-                tags={
-                    DROP_TAG: drop.drop_id,
-                    DATASET_TAG: partition_key_for(drop.user, drop.project, drop.name),
-                },
+                run_config=_raw_upload_config(inbox / drop.relative_path, drop.user, drop.project, drop.name),
+                tags={DROP_TAG: drop.drop_id},
             )
         )
     if plan.waiting:

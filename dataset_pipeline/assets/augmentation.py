@@ -1,8 +1,12 @@
-"""augmented_dataset: new training images from an albumentations recipe set in the launchpad (old POST /augment)."""
+"""augmented_dataset: new training images of a version from an albumentations recipe set in the launchpad.
+
+Every run adds an augmentation (its own folder, `v{N}/augmented/{run_id}/`); later stages read the newest.
+"""
 
 import hashlib
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +20,12 @@ from dataset_pipeline.assets.common import (
     RERUN_WHEN_UPSTREAM_CHANGES,
     TRANSIENT_ERROR_RETRY,
     clean_up_interrupted_writes,
-    dataset_row,
     failing_clearly_when_disk_full,
     png_markdown,
     progress_logger,
-    source_root,
+    retry_transient_errors_only,
+    validated_version,
+    version_metadata,
 )
 from dataset_pipeline.assets.distribution import class_distribution
 from dataset_pipeline.db import repository
@@ -41,7 +46,7 @@ from dataset_pipeline.domain.model import Box, CanonicalImage, LabelState
 from dataset_pipeline.domain.sample_grid import sample_grid_png
 from dataset_pipeline.partitions import dataset_partitions
 from dataset_pipeline.resources.database import DatabaseResource
-from dataset_pipeline.resources.storage import replace_directory
+from dataset_pipeline.resources.storage import LocalDatasetStorage, replace_directory
 
 AUGMENTED_FOLDER = "augmented"
 
@@ -93,32 +98,9 @@ def augmented_name(source_relative_path: str, copy_index: int) -> str:
     return f"{stem}__aug{copy_index}.jpg"
 
 
-@dg.asset(
-    partitions_def=dataset_partitions,
-    deps=[class_distribution],
-    group_name="augment",
-    kinds={"python", "postgres"},
-    retry_policy=TRANSIENT_ERROR_RETRY,
-    automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,
-    description="Augmented copies of valid training images, each stored with its source and recipe.",
-)
-def augmented_dataset(
-    context: dg.AssetExecutionContext, config: AugmentationConfig, database: DatabaseResource
-) -> dg.MaterializeResult:
-    try:
-        recipe = config.recipe()
-        validate_recipe(recipe)
-    except RecipeError as error:
-        raise dg.Failure(f"the augmentation recipe is not valid: {error}", allow_retries=False) from error
-
-    with database.session() as session:
-        dataset = dataset_row(session, context.partition_key)
-        dataset_id, class_names = dataset.id, list(dataset.class_names)
-        files, dataset_dir = source_root(dataset), Path(dataset.storage_path or "")
-        originals = repository.load_usable_images(session, dataset_id, include_augmented=False)
-
-    by_key = {image.relative_path: image for image in originals}
-    canonical = [
+def canonical_images(originals: Sequence[repository.StoredImage], files: Path) -> list[CanonicalImage]:
+    """The version's usable originals as the augmentation domain reads them (no source split counts as train)."""
+    return [
         CanonicalImage(
             file_name=image.relative_path,
             source_path=files / image.relative_path,
@@ -130,45 +112,91 @@ def augmented_dataset(
         )
         for image in originals
     ]
-    tasks = make_tasks(canonical, recipe)
-    context.log.info(f"augmenting {len(tasks)} copies of {len(originals)} images")
 
-    clean_up_interrupted_writes(context, dataset_dir)
-    staging = dataset_dir / f".{AUGMENTED_FOLDER}-new"
-    recipe_dict = recipe_to_dict(recipe)
-    with failing_clearly_when_disk_full(dataset_dir, f"augmenting {context.partition_key}"):
-        try:
-            staging.mkdir(parents=True)
-            made = write_augmented_images(
-                staging,
-                augment_many(
-                    tasks, workers=config.workers or None, progress=progress_logger(context, "augment")
-                ),
-                by_key,
-                files,
-                recipe_dict,
-            )
-            replace_directory(staging, dataset_dir / AUGMENTED_FOLDER)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+
+@contextmanager
+def staged_folder(folder: Path, staging_name: str) -> Iterator[Path]:
+    """A hidden sibling to write into that becomes `folder` only when the block finishes.
+
+    `replace_directory` rather than a bare `os.replace`: a step retried within the same run finds the folder
+    its earlier attempt published.
+    """
+    staging = folder.with_name(staging_name)
+    try:
+        staging.mkdir(parents=True)
+        yield staging
+        replace_directory(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    deps=[class_distribution],
+    group_name="augment",
+    kinds={"python", "postgres"},
+    retry_policy=TRANSIENT_ERROR_RETRY,
+    automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,
+    description="Augmented copies of valid training images, each stored with its source and recipe.",
+)
+@retry_transient_errors_only
+def augmented_dataset(
+    context: dg.AssetExecutionContext,
+    config: AugmentationConfig,
+    database: DatabaseResource,
+    storage: LocalDatasetStorage,
+) -> dg.MaterializeResult:
+    try:
+        recipe = config.recipe()
+        validate_recipe(recipe)
+    except RecipeError as error:
+        raise dg.Failure(f"the augmentation recipe is not valid: {error}", allow_retries=False) from error
 
     with database.session() as session:
-        repository.replace_augmented(session, dataset_id, made.rows)
-        dataset = session.get(Dataset, dataset_id)
-        repository.set_status(session, dataset, "augmented")
+        dataset, version, verdict = validated_version(session, context.partition_key)
+        user, project = repository.owner_of(session, dataset)
+        originals = repository.load_images(session, version.id)
+
+    files = storage.resolve(version.files_path)
+    tasks = make_tasks(canonical_images(originals, files), recipe)
+    context.log.info(f"augmenting {len(tasks)} copies of {len(originals)} images")
+
+    run_id = context.run.run_id
+    parent = storage.version_dir(user, project, dataset.name, version.number) / AUGMENTED_FOLDER
+    folder = parent / run_id
+    clean_up_interrupted_writes(context, parent)
+    recipe_dict = recipe_to_dict(recipe)
+    with (
+        failing_clearly_when_disk_full(parent, f"augmenting {context.partition_key}"),
+        staged_folder(folder, f".{run_id}-new") as staging,
+    ):
+        made = write_augmented_images(
+            staging,
+            augment_many(tasks, workers=config.workers or None, progress=progress_logger(context, "augment")),
+            {image.relative_path: image for image in originals},
+            files,
+            recipe_dict,
+        )
+
+    with database.session() as session:
+        repository.add_augmentation(
+            session, version, recipe_dict, storage.relative(folder), made.rows, run_id
+        )
+        repository.set_status(session, session.get(Dataset, dataset.id), "augmented")
 
     metadata: dict[str, Any] = {
+        **version_metadata(dataset, version),
         "source_images": len({task.source_key for task in tasks}),
         "images_made": len(made.rows),
         "boxes_kept": made.boxes_kept,
         "boxes_dropped": made.boxes_dropped,
         "recipe": dg.MetadataValue.json(recipe_dict),
-        "stored_at": dg.MetadataValue.path(str(dataset_dir / AUGMENTED_FOLDER)),
+        "stored_at": dg.MetadataValue.path(str(folder)),
     }
     if made.samples:
         metadata["samples"] = dg.MetadataValue.md(
-            png_markdown(sample_grid_png(made.samples, class_names), "samples")
+            png_markdown(sample_grid_png(made.samples, list(verdict.class_names)), "samples")
         )
     return dg.MaterializeResult(metadata=metadata)
 

@@ -1,16 +1,19 @@
-"""Small helpers every stage uses: finding the dataset row and its files, logging progress."""
+"""Small helpers every stage uses: finding the dataset and the version it works on, logging progress."""
 
 import base64
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 from sqlalchemy.orm import Session
 
 from dataset_pipeline.db import repository
-from dataset_pipeline.db.models import Dataset
+from dataset_pipeline.db.database import DatabaseConnectionLost
+from dataset_pipeline.db.models import Dataset, DatasetVersion
 from dataset_pipeline.resources.storage import disk_full_message, sweep_interrupted_writes
 
 #: Downstream stages re-run by themselves when what they read changed (a label edit, a re-validation that
@@ -25,9 +28,63 @@ RERUN_WHEN_UPSTREAM_CHANGES = (
 ).with_label("rerun_when_upstream_changes")
 
 
-#: Every stage retries transient errors (a lost database connection, a restart) twice, 5 s apart; bad data and
-#: full disks raise `dg.Failure(allow_retries=False)` instead.
+#: Every stage retries transient errors (a lost database connection, a restart) twice, 5 s apart. Only those:
+#: `retry_transient_errors_only` turns every other error into a failure that is not retried.
 TRANSIENT_ERROR_RETRY = dg.RetryPolicy(max_retries=2, delay=5)
+
+
+def is_transient(error: BaseException) -> bool:
+    """A lost or refused connection to PostgreSQL: trying again later can succeed."""
+    import sqlalchemy as sa
+
+    if isinstance(error, DatabaseConnectionLost):
+        return True
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, sa.exc.OperationalError)
+
+
+def retry_transient_errors_only(compute: Callable[..., Any]) -> Callable[..., Any]:
+    """Let transient errors reach the RetryPolicy; fail every other error once, with its message.
+
+    A bug, bad data or a missing prerequisite gives the same result on every attempt, so retrying it only
+    repeats the work (decoding a whole dataset three times) before the same error.
+    """
+
+    def failing_once(error: Exception) -> dg.Failure:
+        if isinstance(error, dg.Failure):
+            return error
+        return dg.Failure(f"{type(error).__name__}: {error}", allow_retries=False)
+
+    if _is_generator(compute):
+
+        @functools.wraps(compute)
+        def generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from compute(*args, **kwargs)
+            except Exception as error:
+                if is_transient(error) or isinstance(error, dg.Failure):
+                    raise
+                raise failing_once(error) from error
+
+        return generator
+
+    @functools.wraps(compute)
+    def function(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return compute(*args, **kwargs)
+        except Exception as error:
+            if is_transient(error) or isinstance(error, dg.Failure):
+                raise
+            raise failing_once(error) from error
+
+    return function
+
+
+def _is_generator(function: Callable[..., Any]) -> bool:
+    import inspect
+
+    return inspect.isgeneratorfunction(function)
 
 
 def dataset_row(session: Session, partition_key: str) -> Dataset:
@@ -37,16 +94,41 @@ def dataset_row(session: Session, partition_key: str) -> Dataset:
         raise dg.Failure(str(error), allow_retries=False) from error
 
 
-def source_root(dataset: Dataset) -> Path:
-    """The unpacked upload (`files/`) of an ingested dataset."""
-    if not dataset.storage_path:
-        raise dg.Failure(f"dataset {dataset.partition_key} was never ingested; materialise raw_upload first")
-    return Path(dataset.storage_path) / "files"
+def current_version(session: Session, partition_key: str) -> tuple[Dataset, DatasetVersion]:
+    """The dataset of a partition and its newest version: what every stage after ingest works on."""
+    dataset = dataset_row(session, partition_key)
+    try:
+        return dataset, repository.version_of(session, dataset)
+    except repository.VersionNotFound as error:
+        raise dg.Failure(f"{error}; materialise raw_upload first", allow_retries=False) from error
 
 
-def clean_up_interrupted_writes(context: dg.AssetExecutionContext, dataset_dir: Path) -> None:
-    """Before a step writes into a dataset folder: drop the temporary files a killed run left there."""
-    for action in sweep_interrupted_writes(dataset_dir):
+def validated_version(session: Session, partition_key: str) -> tuple[Dataset, DatasetVersion, Any]:
+    """The newest version with its verdict; a stage after validation refuses a version that did not pass."""
+    dataset, version = current_version(session, partition_key)
+    verdict = repository.validation_of(session, version.id)
+    if verdict is None:
+        raise dg.Failure(
+            f"dataset {partition_key} version {version.number} is not validated yet; materialise "
+            "validated_dataset first",
+            allow_retries=False,
+        )
+    if not verdict.passed:
+        raise dg.Failure(
+            f"dataset {partition_key} version {version.number} did not pass validation: {verdict.reason}",
+            allow_retries=False,
+        )
+    return dataset, version, verdict
+
+
+def version_metadata(dataset: Dataset, version: DatasetVersion) -> dict[str, Any]:
+    """What every materialisation says about the version it was computed from."""
+    return {"dataset": dataset.partition_key, "version": version.number}
+
+
+def clean_up_interrupted_writes(context: dg.AssetExecutionContext, folder: Path) -> None:
+    """Before a step writes into a folder: drop the temporary files a killed run left there."""
+    for action in sweep_interrupted_writes(folder):
         context.log.warning(f"{action} (left by an interrupted run)")
 
 

@@ -1,19 +1,23 @@
-"""class_distribution: what the usable boxes look like per class and split, as rows, a table and charts."""
+"""class_distribution: what the usable boxes of a version look like per class and split, as rows and charts."""
+
+from typing import Any
 
 import dagster as dg
 
 from dataset_pipeline.assets.common import (
     RERUN_WHEN_UPSTREAM_CHANGES,
     TRANSIENT_ERROR_RETRY,
-    dataset_row,
     frame_table,
     png_markdown,
+    retry_transient_errors_only,
+    validated_version,
+    version_metadata,
 )
-from dataset_pipeline.assets.validation import validated_dataset
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
 from dataset_pipeline.domain.statistics import (
     PER_CLASS_COLUMNS,
+    DistributionReport,
     ImageBoxes,
     plot_box_size_histogram,
     plot_class_bars,
@@ -29,33 +33,16 @@ def _plain(value: object) -> object:
     return None if isinstance(value, float) and value != value else value
 
 
-@dg.asset(
-    partitions_def=dataset_partitions,
-    deps=[validated_dataset],
-    group_name="analyse",
-    kinds={"python", "postgres"},
-    retry_policy=TRANSIENT_ERROR_RETRY,
-    automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,
-    description="Per class: boxes, images, share, COCO size buckets, aspect ratios; per source split when present.",
-)
-def class_distribution(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
-    with database.session() as session:
-        dataset = dataset_row(session, context.partition_key)
-        dataset_id, class_names = dataset.id, list(dataset.class_names)
-        images = repository.load_usable_images(session, dataset_id, include_augmented=False)
-    report = compute_distribution(
-        class_names,
-        [ImageBoxes(image.source_split, image.boxes, image.width, image.height) for image in images],
-    )
-    rows = [
+def distribution_rows(report: DistributionReport) -> list[dict[str, Any]]:
+    """The per-class table as `class_distributions` rows."""
+    return [
         {column: _plain(value) for column, value in zip(PER_CLASS_COLUMNS, record, strict=True)}
         for record in report.per_class[list(PER_CLASS_COLUMNS)].itertuples(index=False, name=None)
     ]
-    with database.session() as session:
-        repository.replace_distribution(session, dataset_id, rows)
-        dataset = session.get(Dataset, dataset_id)
-        repository.set_status(session, dataset, "analysed")
 
+
+def distribution_metadata(report: DistributionReport, class_names: list[str]) -> dict[str, Any]:
+    """Counts, the overall per-class table and the two charts a user looks at before training."""
     overall = report.per_class[report.per_class["split"] == "all"]
     table = frame_table(
         overall,
@@ -72,16 +59,41 @@ def class_distribution(context: dg.AssetExecutionContext, database: DatabaseReso
             png_markdown(plot_box_size_histogram(report), "box sizes"),
         ]
     )
+    return {
+        "images": report.images,
+        "boxes": report.boxes,
+        "classes": len(class_names),
+        "imbalance_ratio": float(report.imbalance_ratio or 0.0),
+        "classes_without_boxes": ", ".join(report.empty_classes) or "none",
+        "objects_per_image_mean": float(report.objects_per_image.mean),
+        "size_buckets": dg.MetadataValue.json(report.size_buckets),
+        "distribution": table,
+        "charts": dg.MetadataValue.md(charts),
+    }
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    deps=[dg.AssetKey("labels")],
+    group_name="analyse",
+    kinds={"python", "postgres"},
+    retry_policy=TRANSIENT_ERROR_RETRY,
+    automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,
+    description="Per class: boxes, images, share, COCO size buckets, aspect ratios; per source split when present.",
+)
+@retry_transient_errors_only
+def class_distribution(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
+    with database.session() as session:
+        dataset, version, verdict = validated_version(session, context.partition_key)
+        class_names = list(verdict.class_names)
+        images = repository.load_images(session, version.id)
+    report = compute_distribution(
+        class_names,
+        [ImageBoxes(image.source_split, image.boxes, image.width, image.height) for image in images],
+    )
+    with database.session() as session:
+        repository.add_distribution(session, version, distribution_rows(report))
+        repository.set_status(session, session.get(Dataset, dataset.id), "analysed")
     return dg.MaterializeResult(
-        metadata={
-            "images": report.images,
-            "boxes": report.boxes,
-            "classes": len(class_names),
-            "imbalance_ratio": float(report.imbalance_ratio or 0.0),
-            "classes_without_boxes": ", ".join(report.empty_classes) or "none",
-            "objects_per_image_mean": float(report.objects_per_image.mean),
-            "size_buckets": dg.MetadataValue.json(report.size_buckets),
-            "distribution": table,
-            "charts": dg.MetadataValue.md(charts),
-        }
+        metadata={**version_metadata(dataset, version), **distribution_metadata(report, class_names)}
     )

@@ -1,39 +1,44 @@
-"""dataset_export: one deterministic zip per format, never visible half-written (old GET /download)."""
+"""dataset_export: one deterministic zip per format of a version's newest split, never visible half-written.
+
+Every run adds a folder `v{N}/exports/{run_id}/` and one `exports` row per zip; download takes the newest.
+"""
 
 import dataclasses
+import importlib.metadata
 import os
 import shutil
 import tempfile
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
+from sqlalchemy.orm import Session
 
-from dataset_pipeline.assets.augmentation import AUGMENTED_FOLDER
 from dataset_pipeline.assets.common import (
     RERUN_WHEN_UPSTREAM_CHANGES,
     TRANSIENT_ERROR_RETRY,
     clean_up_interrupted_writes,
-    dataset_row,
     failing_clearly_when_disk_full,
-    source_root,
+    retry_transient_errors_only,
+    validated_version,
+    version_metadata,
 )
 from dataset_pipeline.assets.splits import dataset_splits
 from dataset_pipeline.db import repository
-from dataset_pipeline.db.models import Dataset, SplitReport
+from dataset_pipeline.db.models import Augmentation, Dataset, DatasetVersion, SplitReport
 from dataset_pipeline.domain.export_zip import ZipWriteReport, export_dataset_zip, fsync_directory
 from dataset_pipeline.domain.image_checks import upright_jpeg_bytes
 from dataset_pipeline.domain.model import CanonicalDataset, CanonicalImage, DatasetFormat, LabelState
 from dataset_pipeline.formats import RENDERERS
 from dataset_pipeline.partitions import dataset_partitions
 from dataset_pipeline.resources.database import DatabaseResource
+from dataset_pipeline.resources.storage import LocalDatasetStorage, replace_directory
 
 
 def pipeline_version() -> str:
     try:
-        return version("dataset_pipeline")
-    except PackageNotFoundError:
+        return importlib.metadata.version("dataset_pipeline")
+    except importlib.metadata.PackageNotFoundError:
         return "0+unknown"
 
 
@@ -49,6 +54,68 @@ def export_file_name(relative_path: str, is_augmented: bool) -> str:
     return f"aug__{name}" if is_augmented else name
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExportItem:
+    """An image the split placed: its stored facts, its file and its split."""
+
+    image: repository.StoredImage
+    path: Path
+    split: str
+
+
+def split_to_export(
+    session: Session, storage: LocalDatasetStorage, dataset: Dataset, version: DatasetVersion
+) -> tuple[SplitReport, list[ExportItem]]:
+    """The version's newest split and the images it placed; images it left out are not exported."""
+    report = repository.latest_split(session, version.id)
+    if report is None:
+        raise dg.Failure(
+            f"dataset {dataset.partition_key} version {version.number} has no split yet; materialise "
+            "dataset_splits first",
+            allow_retries=False,
+        )
+    assignments = repository.assignments_of(session, report.id)
+    folders = {False: storage.resolve(version.files_path)}
+    if report.augmentation_id is not None:
+        folders[True] = storage.resolve(session.get(Augmentation, report.augmentation_id).folder)
+    items = [
+        ExportItem(image, folders[image.is_augmented] / image.relative_path, assignments[image.id])
+        for image in repository.load_images(session, version.id, augmentation_id=report.augmentation_id)
+        if image.id in assignments
+    ]
+    return report, items
+
+
+def canonical_export(
+    items: list[ExportItem], class_names: list[str]
+) -> tuple[CanonicalDataset, dict[str, Path | bytes]]:
+    """The split's images under flat export names, and the bytes (or file) of each.
+
+    An original that is not an upright RGB/L JPEG is re-encoded upright, since the boxes are in upright pixels.
+    """
+    images: list[CanonicalImage] = []
+    payloads: dict[str, Path | bytes] = {}
+    for item in items:
+        image = item.image
+        name = export_file_name(image.relative_path, image.is_augmented)
+        upright = None if image.is_augmented else upright_jpeg_bytes(item.path)
+        if upright is not None:
+            name = str(Path(name).with_suffix(".jpg"))
+        payloads[name] = upright if upright is not None else item.path
+        images.append(
+            CanonicalImage(
+                name,
+                item.path,
+                image.width,
+                image.height,
+                item.split,
+                image.boxes,
+                LabelState(image.label_state),
+            )
+        )
+    return CanonicalDataset(class_names=class_names, images=images), payloads
+
+
 @dg.asset(
     partitions_def=dataset_partitions,
     deps=[dataset_splits],
@@ -56,10 +123,14 @@ def export_file_name(relative_path: str, is_augmented: bool) -> str:
     kinds={"python", "postgres"},
     retry_policy=TRANSIENT_ERROR_RETRY,
     automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,
-    description="Zipped YOLO / COCO / VOC exports with a manifest, under storage/{user}/{project}/{dataset}/exports.",
+    description="Zipped YOLO / COCO / VOC exports with a manifest, under storage/{user}/{project}/{dataset}/v{N}/exports.",
 )
+@retry_transient_errors_only
 def dataset_export(
-    context: dg.AssetExecutionContext, config: ExportConfig, database: DatabaseResource
+    context: dg.AssetExecutionContext,
+    config: ExportConfig,
+    database: DatabaseResource,
+    storage: LocalDatasetStorage,
 ) -> dg.MaterializeResult:
     unknown = sorted(set(config.formats) - {str(f) for f in DatasetFormat})
     if unknown:
@@ -67,100 +138,98 @@ def dataset_export(
             f"unknown export format(s) {unknown}; choose from yolo, coco, voc", allow_retries=False
         )
     with database.session() as session:
-        dataset = dataset_row(session, context.partition_key)
-        dataset_id, class_names = dataset.id, list(dataset.class_names)
-        files, dataset_dir = source_root(dataset), Path(dataset.storage_path or "")
+        dataset, version, verdict = validated_version(session, context.partition_key)
         user, project = repository.owner_of(session, dataset)
-        validation_summary = dict(dataset.validation_summary)
-        report = session.get(SplitReport, dataset_id)
-        split_counts = dict(report.counts) if report else {}
-        split_metrics = dict(report.metrics) if report else {}
-        stored = [image for image in repository.load_usable_images(session, dataset_id) if image.split]
+        split, items = split_to_export(session, storage, dataset, version)
 
-    images: list[CanonicalImage] = []
-    payloads: dict[str, Path | bytes] = {}
-    for image in stored:
-        path = (dataset_dir / AUGMENTED_FOLDER if image.is_augmented else files) / image.relative_path
-        name = export_file_name(image.relative_path, image.is_augmented)
-        upright = None if image.is_augmented else upright_jpeg_bytes(path)
-        if upright is not None:
-            name = str(Path(name).with_suffix(".jpg"))
-        payloads[name] = upright if upright is not None else path
-        images.append(
-            CanonicalImage(
-                name,
-                path,
-                image.width,
-                image.height,
-                image.split or "train",
-                image.boxes,
-                LabelState(image.label_state),
-            )
+    class_names = list(verdict.class_names)
+    canonical, payloads = canonical_export(items, class_names)
+    if not canonical.images:
+        raise dg.Failure(
+            f"dataset {context.partition_key} version {version.number} has no images in any split; "
+            "nothing to export",
+            allow_retries=False,
         )
-    if not images:
-        raise dg.Failure(f"dataset {context.partition_key} has no images in any split; nothing to export")
-    canonical = CanonicalDataset(class_names=class_names, images=images)
 
-    exports_dir = dataset_dir / "exports"
+    run_id = context.run.run_id
+    exports_dir = storage.version_dir(user, project, dataset.name, version.number) / "exports"
     exports_dir.mkdir(exist_ok=True)
-    clean_up_interrupted_writes(context, dataset_dir)
+    clean_up_interrupted_writes(context, exports_dir)
     manifest_fields = {
+        "dataset": dataset.partition_key,
         "owner": user,
         "project": project,
         "class_names": class_names,
-        "split_counts": split_counts,
-        "split_metrics": split_metrics,
-        "validation_summary": validation_summary,
-        "run_id": context.run.run_id,
+        "split_counts": dict(split.counts),
+        "split_metrics": dict(split.metrics),
+        "validation_summary": dict(verdict.summary),
+        "run_id": run_id,
         "pipeline_version": pipeline_version(),
     }
     with failing_clearly_when_disk_full(exports_dir, f"exporting {context.partition_key}"):
         written = write_exports(
-            exports_dir, context.partition_key, canonical, payloads, config.formats, manifest_fields
+            exports_dir / run_id,
+            f"{dataset.partition_key}-v{version.number}",
+            canonical,
+            payloads,
+            config.formats,
+            manifest_fields,
         )
-    metadata: dict[str, object] = {"images": len(images), "boxes": sum(len(i.boxes) for i in images)}
+    metadata: dict[str, object] = {
+        **version_metadata(dataset, version),
+        "images": len(canonical.images),
+        "boxes": sum(len(i.boxes) for i in canonical.images),
+    }
     with database.session() as session:  # one transaction: the rows describe all new zips or none
         for fmt, report in written.items():
-            repository.upsert_export(
-                session, dataset_id, fmt, report.path, report.size_bytes, report.sha256, context.run.run_id
+            repository.add_export(
+                session,
+                version,
+                split.id,
+                fmt,
+                storage.relative(report.path),
+                report.size_bytes,
+                report.sha256,
+                run_id,
             )
             context.log.info(f"{fmt}: {report.path} ({report.size_bytes:,} bytes)")
             metadata[f"{fmt}_zip"] = dg.MetadataValue.path(str(report.path))
             metadata[f"{fmt}_bytes"] = report.size_bytes
-        repository.set_status(session, session.get(Dataset, dataset_id), "exported")
+        repository.set_status(session, session.get(Dataset, dataset.id), "exported")
     return dg.MaterializeResult(metadata=metadata)
 
 
 def write_exports(
-    exports_dir: Path,
-    partition_key: str,
+    target: Path,
+    zip_stem: str,
     canonical: CanonicalDataset,
     payloads: dict[str, Path | bytes],
     formats: list[str],
     manifest_fields: dict[str, object],
 ) -> dict[str, ZipWriteReport]:
-    """Write every format's zip into a hidden staging folder, then move them all into place.
+    """Write every format's zip into a hidden staging folder beside `target`, then move the folder into place.
 
-    A failure while writing (a full disk, a crash) leaves every previous zip untouched: nothing is renamed until
-    all zips are complete, and the staging folder is removed (or swept by the next run when the process died).
+    A failure while writing (a full disk, a crash) leaves no partial export: nothing is renamed until all zips
+    are complete, and the staging folder is removed (or swept by the next run when the process died). One
+    rename publishes all zips together; `replace_directory` lets a step retried in the same run replace the
+    folder its earlier attempt published.
     """
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=exports_dir))
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     try:
         staged = {
             fmt: export_dataset_zip(
-                staging / f"{partition_key}-{fmt}.zip",
+                staging / f"{zip_stem}-{fmt}.zip",
                 RENDERERS[DatasetFormat(fmt)](canonical),
                 payloads,
-                {**manifest_fields, "dataset": partition_key, "dataset_format": fmt},
+                {**manifest_fields, "dataset_format": fmt},
             )
             for fmt in formats
         }
-        published = {}
-        for fmt, report in staged.items():
-            target = exports_dir / report.path.name
-            os.replace(report.path, target)
-            published[fmt] = dataclasses.replace(report, path=target)
-        fsync_directory(exports_dir)
-        return published
+        os.chmod(staging, 0o755)  # mkdtemp creates 0700; an export is meant to be read by others
+        replace_directory(staging, target)
+        fsync_directory(target.parent)
+        return {
+            fmt: dataclasses.replace(report, path=target / report.path.name) for fmt, report in staged.items()
+        }
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -12,11 +12,12 @@ from dataset_pipeline.assets.common import (
     TRANSIENT_ERROR_RETRY,
     clean_up_interrupted_writes,
     failing_clearly_when_disk_full,
+    retry_transient_errors_only,
 )
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
 from dataset_pipeline.domain.model import DatasetError, DatasetFormat
-from dataset_pipeline.domain.naming import dataset_folder_name, dataset_name_from_drop
+from dataset_pipeline.domain.naming import dataset_name_from_drop
 from dataset_pipeline.domain.safe_extract import (
     ExtractionLimits,
     ExtractionReport,
@@ -37,7 +38,7 @@ from dataset_pipeline.resources.storage import (
 
 class RawUploadConfig(dg.Config):
     """Where the upload is and whose it is. The inbox sensor and the CLI fill this in; in the launchpad,
-    leave `source_path` empty to re-ingest the copy kept in the dataset's `source/` folder."""
+    leave `source_path` empty to ingest the newest version's kept upload again."""
 
     source_path: str = Field(
         default="", description="A .zip or a folder (absolute, or relative to the storage root)"
@@ -45,10 +46,6 @@ class RawUploadConfig(dg.Config):
     user: str = ""
     project: str = ""
     name: str = Field(default="", description="Dataset name; defaults to the file name without .zip")
-    version: int = Field(
-        default=0,
-        description="Version the sensor chose for the partition key (a re-drop of a name); 0 = next",
-    )
     max_entries: int = 200_000
     max_total_gb: float = 20.0
     max_compression_ratio: float = 200.0
@@ -88,18 +85,16 @@ def keep_source_copy(source: Path, target: Path, *, move: bool) -> None:
     os.replace(staging, target)
 
 
-def kept_copy_of(dataset: Dataset, file_name: str, dataset_dir: Path) -> Path | None:
+def kept_copy_of(file_name: str, version_dir: Path) -> Path | None:
     """Where an earlier attempt already put this upload (a retry finds the drop gone from the inbox)."""
-    for candidate in (Path(dataset.source_path), dataset_dir / "source" / file_name):
-        if candidate.exists() and not candidate.is_symlink():
-            return candidate
-    return None
+    candidate = version_dir / "source" / file_name
+    return candidate if candidate.exists() and not candidate.is_symlink() else None
 
 
 def store_upload(
     dataset: str, source: Path, dataset_dir: Path, limits: ExtractionLimits, *, move: bool
 ) -> tuple[Path, ExtractionReport, DatasetFormat]:
-    """Keep the upload in `source/`, unpack it safely into `files/` and tell its format.
+    """Keep the upload in `source/` of the version's folder, unpack it safely into `files/`, tell its format.
 
     Raises DatasetError for a bad upload and dg.Failure for a full disk; either way nothing half-written stays.
     """
@@ -129,8 +124,10 @@ def store_upload(
     kinds={"python", "postgres"},
     output_required=False,
     retry_policy=TRANSIENT_ERROR_RETRY,
-    description="The upload, unpacked safely into storage/{user}/{project}/{dataset}/files with its format told.",
+    description="The upload as a new version of its dataset, unpacked safely under "
+    "storage/{user}/{project}/{dataset}/v{N}/files with its format told.",
 )
+@retry_transient_errors_only
 def raw_upload(
     context: dg.AssetExecutionContext,
     config: RawUploadConfig,
@@ -140,7 +137,9 @@ def raw_upload(
     partition_key = context.partition_key
     with database.session() as session:
         existing = repository.find_dataset(session, partition_key)
-    if existing is None and not config.source_path:
+        latest = repository.latest_version(session, existing.id) if existing else None
+        owner = repository.owner_of(session, existing) if existing else None
+    if not config.source_path and latest is None:
         raise dg.Failure(
             f"partition {partition_key!r} has no dataset yet: give source_path, user and project",
             allow_retries=False,
@@ -156,16 +155,18 @@ def raw_upload(
         except UnsafePathError as error:  # bad input: retrying cannot help
             raise dg.Failure(str(error), allow_retries=False) from error
     else:
-        assert existing is not None
-        with database.session() as session:
-            user, project = repository.owner_of(session, existing)
+        assert existing is not None and latest is not None and owner is not None
+        user, project = owner
         name = existing.name
-        source = Path(existing.source_path)
-    if not source.exists() and existing is not None:  # a retry: the first attempt moved the drop already
-        with database.session() as session:
-            owner = repository.owner_of(session, existing)
-        existing_dir = storage.dataset_dir(*owner, dataset_folder_name(existing.name, existing.version))
-        source = kept_copy_of(existing, source.name, existing_dir) or source
+        source = storage.resolve(latest.source_path)
+    if existing is not None and existing.name != name:
+        raise dg.Failure(
+            f"partition {partition_key!r} holds dataset {existing.name!r}, not {name!r}", allow_retries=False
+        )
+    number = (latest.number if latest else 0) + 1
+    version_dir = storage.version_dir(user, project, name, number)
+    if not source.exists():  # a retry: the first attempt moved the drop into the version's folder already
+        source = kept_copy_of(source.name, version_dir) or source
     if not source.exists() or source.is_symlink():
         raise dg.Failure(
             f"{source}: the upload does not exist (or is a symlink); drop it again", allow_retries=False
@@ -176,35 +177,31 @@ def raw_upload(
     with database.session() as session:
         project_row = repository.get_or_create_project(session, user, project)
         repository.lock_content(session, project_row.id, sha256)
-        duplicate = repository.duplicate_of(session, project_row.id, sha256, partition_key)
+        duplicate = repository.duplicate_of(session, project_row.id, sha256)
         if duplicate is not None:
+            twin, twin_version = duplicate
+            same = twin.partition_key == partition_key
             message = (
-                f"{source.name} has the same content (sha256 {sha256[:12]}…) as dataset {duplicate.partition_key!r}"
-                f" of {user}/{project}; it was not processed again."
+                f"{source.name} has the same content (sha256 {sha256[:12]}…) as "
+                + (
+                    f"version {twin_version.number} of this dataset"
+                    if same
+                    else f"dataset {twin.partition_key!r}"
+                )
+                + f" of {user}/{project}; it was not processed again."
             )
             context.log.warning(message)
             storage.reject_drop(source, message)
             return  # no materialisation: the rest of the graph is skipped for this partition
         dataset = repository.find_dataset(session, partition_key)
         if dataset is None:
-            version = max(config.version, repository.next_version(session, project_row.id, name))
-            dataset = Dataset(
-                project_id=project_row.id,
-                name=name,
-                version=version,
-                partition_key=partition_key,
-                source_path=str(source),
-                source_kind="zip" if source.is_file() else "folder",
-                content_sha256=sha256,
-            )  # status "pending", no classes or files yet: the model's defaults
+            dataset = Dataset(project_id=project_row.id, name=name, partition_key=partition_key)
             session.add(dataset)
             session.flush()
-        dataset.content_sha256 = sha256
         repository.set_status(session, dataset, "pending")
-        dataset_id, version = dataset.id, dataset.version
+        dataset_id = dataset.id
 
-    dataset_dir = storage.dataset_dir(user, project, dataset_folder_name(name, version))
-    clean_up_interrupted_writes(context, dataset_dir)
+    clean_up_interrupted_writes(context, version_dir)
     limits = ExtractionLimits(
         max_entries=config.max_entries,
         max_total_bytes=int(config.max_total_gb * 1024**3),
@@ -212,7 +209,7 @@ def raw_upload(
     )
     try:
         kept_source, report, detected = store_upload(
-            partition_key, source, dataset_dir, limits, move=source.is_relative_to(storage.inbox_dir())
+            partition_key, source, version_dir, limits, move=source.is_relative_to(storage.inbox_dir())
         )
     except (DatasetError, dg.Failure) as error:  # bad data or a full disk: say so on the dataset too
         reason = error.description if isinstance(error, dg.Failure) else str(error)
@@ -224,25 +221,38 @@ def raw_upload(
 
     with database.session() as session:
         dataset = session.get(Dataset, dataset_id)
-        dataset.source_path = str(kept_source)
-        dataset.format = str(detected)
-        dataset.file_count = report.files_written
-        dataset.total_bytes = report.bytes_written
-        dataset.storage_path = str(dataset_dir)
+        parent = repository.latest_version(session, dataset_id)
+        version = repository.add_version(
+            session,
+            dataset,
+            parent,
+            cause="upload",
+            run_id=context.run.run_id,
+            created_by=user,
+            upload_sha256=sha256,
+            source_path=storage.relative(kept_source),
+            source_kind="zip" if kept_source.is_file() else "folder",
+            files_path=storage.relative(version_dir / "files"),
+            format=str(detected),
+            file_count=report.files_written,
+            total_bytes=report.bytes_written,
+        )
         repository.set_status(session, dataset, "ingested")
+        number = version.number
 
     for issue in report.issues:
         context.log.warning(f"{issue.location()}: {issue.message}")
     yield dg.MaterializeResult(
         metadata={
             "dataset": partition_key,
+            "version": number,
             "owner": f"{user}/{project}",
             "format": str(detected),
             "files": report.files_written,
             "bytes": dg.MetadataValue.int(report.bytes_written),
             "skipped_files": len(report.issues) + report.junk_skipped,
             "sha256": sha256,
-            "stored_at": dg.MetadataValue.path(str(dataset_dir / "files")),
+            "stored_at": dg.MetadataValue.path(str(version_dir / "files")),
         },
         data_version=dg.DataVersion(sha256),
     )

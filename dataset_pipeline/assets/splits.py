@@ -1,6 +1,11 @@
-"""dataset_splits: stratified, leakage-free train/val/test assignment, stored per image with its quality."""
+"""dataset_splits: stratified, leakage-free train/val/test assignment of a version and its newest augmentation.
+
+Every run adds a split (a report and one assignment row per image placed); export reads the newest.
+"""
 
 from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -9,12 +14,14 @@ from dataset_pipeline.assets.augmentation import augmented_dataset
 from dataset_pipeline.assets.common import (
     RERUN_WHEN_UPSTREAM_CHANGES,
     TRANSIENT_ERROR_RETRY,
-    dataset_row,
     frame_table,
+    retry_transient_errors_only,
+    validated_version,
+    version_metadata,
 )
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
-from dataset_pipeline.domain.splitting import SplitItem, assign_splits
+from dataset_pipeline.domain.splitting import SplitItem, SplitMetrics, SplitResult, assign_splits
 from dataset_pipeline.domain.validation import near_duplicate_groups
 from dataset_pipeline.partitions import dataset_partitions
 from dataset_pipeline.resources.database import DatabaseResource
@@ -30,28 +37,17 @@ class SplitConfig(dg.Config):
     near_duplicate_distance: int = Field(default=4, description="dHash distance grouping near-duplicates")
 
 
-@dg.asset(
-    partitions_def=dataset_partitions,
-    deps=[augmented_dataset],
-    group_name="split",
-    kinds={"python", "postgres"},
-    retry_policy=TRANSIENT_ERROR_RETRY,
-    automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,
-    description="Iterative stratification (Sechidis et al. 2011) over duplicate- and augmentation-aware groups.",
-)
-def dataset_splits(
-    context: dg.AssetExecutionContext, config: SplitConfig, database: DatabaseResource
-) -> dg.MaterializeResult:
-    with database.session() as session:
-        dataset = dataset_row(session, context.partition_key)
-        dataset_id, class_names = dataset.id, list(dataset.class_names)
-        images = repository.load_usable_images(session, dataset_id)
-
-    key_of = {
+def image_keys(images: Sequence[repository.StoredImage]) -> dict[int, str]:
+    """A name per image id that cannot collide: augmented paths live in their own folder."""
+    return {
         image.id: image.relative_path if not image.is_augmented else f"@aug/{image.relative_path}"
         for image in images
     }
-    items = [
+
+
+def split_items(images: Sequence[repository.StoredImage], key_of: dict[int, str]) -> list[SplitItem]:
+    """What the splitter needs of each image; an augmented copy is grouped with its source."""
+    return [
         SplitItem(
             key=key_of[image.id],
             classes=frozenset(box.class_index for box in image.boxes),
@@ -62,6 +58,12 @@ def dataset_splits(
         )
         for image in images
     ]
+
+
+def duplicate_groups(
+    images: Sequence[repository.StoredImage], key_of: dict[int, str], near_duplicate_distance: int
+) -> list[list[str]]:
+    """Originals that must share a split so none leaks into evaluation: equal bytes, or close dHashes."""
     originals = [image for image in images if not image.is_augmented]
     by_sha: dict[str, list[str]] = defaultdict(list)
     for image in originals:
@@ -69,53 +71,41 @@ def dataset_splits(
     groups = [members for members in by_sha.values() if len(members) > 1]
     groups += near_duplicate_groups(
         {key_of[image.id]: image.dhash for image in originals if image.dhash is not None},
-        config.near_duplicate_distance,
+        near_duplicate_distance,
     )
-    result = assign_splits(
-        items,
-        duplicate_groups=groups,
-        ratios=(config.train, config.val, config.test),
-        class_names=class_names,
-        seed=config.seed,
-        keep_source_splits=config.keep_source_splits,
-        originals_only_in_eval=config.originals_only_in_eval,
-    )
-    assignment = {image.id: result.assignment.get(key_of[image.id]) for image in images}
-    metrics = {
-        "label_distribution": result.metrics.label_distribution,
-        "examples_distribution": result.metrics.examples_distribution,
-        "zero_folds": result.metrics.zero_folds,
-    }
-    baseline = {
-        "label_distribution": result.random_baseline_metrics.label_distribution,
-        "examples_distribution": result.random_baseline_metrics.examples_distribution,
-        "zero_folds": result.random_baseline_metrics.zero_folds,
-    }
-    counts = {
-        "images": result.images_per_split,
-        "boxes": result.boxes_per_split,
-        "augmented": result.augmented_per_split,
-        "dropped_augmented": len(result.dropped_augmented),
-        "groups": result.groups,
-    }
-    with database.session() as session:
-        repository.store_splits(
-            session,
-            dataset_id,
-            assignment,
-            {
-                "run_id": context.run.run_id,
-                "config": config.model_dump(),
-                "counts": counts,
-                "metrics": metrics,
-                "random_baseline_metrics": baseline,
-            },
-        )
-        repository.set_status(session, session.get(Dataset, dataset_id), "split")
+    return groups
 
-    shares = result.class_shares
+
+def _metrics(metrics: SplitMetrics) -> dict[str, Any]:
+    return {
+        "label_distribution": metrics.label_distribution,
+        "examples_distribution": metrics.examples_distribution,
+        "zero_folds": metrics.zero_folds,
+    }
+
+
+def split_report(result: SplitResult, config: SplitConfig, run_id: str) -> dict[str, Any]:
+    """The `split_reports` row: how the split was made, its counts and its quality beside a random split."""
+    return {
+        "run_id": run_id,
+        "config": config.model_dump(),
+        "counts": {
+            "images": result.images_per_split,
+            "boxes": result.boxes_per_split,
+            "augmented": result.augmented_per_split,
+            "dropped_augmented": len(result.dropped_augmented),
+            "groups": result.groups,
+        },
+        "metrics": _metrics(result.metrics),
+        "random_baseline_metrics": _metrics(result.random_baseline_metrics),
+    }
+
+
+def split_metadata(result: SplitResult, report: dict[str, Any]) -> dict[str, Any]:
+    """Counts per split, the quality beside a random split, and the class shares per split."""
+    metrics, baseline = report["metrics"], report["random_baseline_metrics"]
     table = frame_table(
-        shares,
+        result.class_shares,
         {
             "split": ("split", "string"),
             "class": ("class_name", "string"),
@@ -126,15 +116,57 @@ def dataset_splits(
     comparison = "| metric | this split | random split |\n|---|---|---|\n" + "\n".join(
         f"| {name} | {metrics[name]:.4g} | {baseline[name]:.4g} |" for name in metrics
     )
+    return {
+        **{f"images_{split}": count for split, count in result.images_per_split.items()},
+        **{f"boxes_{split}": count for split, count in result.boxes_per_split.items()},
+        "label_distribution": float(metrics["label_distribution"]),
+        "random_label_distribution": float(baseline["label_distribution"]),
+        "zero_folds": int(metrics["zero_folds"]),
+        "dropped_augmented": len(result.dropped_augmented),
+        "quality": dg.MetadataValue.md(comparison),
+        "class_shares": table,
+    }
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    deps=[augmented_dataset],
+    group_name="split",
+    kinds={"python", "postgres"},
+    retry_policy=TRANSIENT_ERROR_RETRY,
+    automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,
+    description="Iterative stratification (Sechidis et al. 2011) over duplicate- and augmentation-aware groups.",
+)
+@retry_transient_errors_only
+def dataset_splits(
+    context: dg.AssetExecutionContext, config: SplitConfig, database: DatabaseResource
+) -> dg.MaterializeResult:
+    with database.session() as session:
+        dataset, version, verdict = validated_version(session, context.partition_key)
+        augmentation = repository.latest_augmentation(session, version.id)
+        augmentation_id = augmentation.id if augmentation else None
+        images = repository.load_images(session, version.id, augmentation_id=augmentation_id)
+
+    key_of = image_keys(images)
+    result = assign_splits(
+        split_items(images, key_of),
+        duplicate_groups=duplicate_groups(images, key_of, config.near_duplicate_distance),
+        ratios=(config.train, config.val, config.test),
+        class_names=list(verdict.class_names),
+        seed=config.seed,
+        keep_source_splits=config.keep_source_splits,
+        originals_only_in_eval=config.originals_only_in_eval,
+    )
+    assignment = {image.id: result.assignment.get(key_of[image.id]) for image in images}
+    report = split_report(result, config, context.run.run_id)
+    with database.session() as session:
+        repository.add_split(session, version, augmentation_id, assignment, report)
+        repository.set_status(session, session.get(Dataset, dataset.id), "split")
+
     return dg.MaterializeResult(
         metadata={
-            **{f"images_{split}": count for split, count in result.images_per_split.items()},
-            **{f"boxes_{split}": count for split, count in result.boxes_per_split.items()},
-            "label_distribution": float(metrics["label_distribution"]),
-            "random_label_distribution": float(baseline["label_distribution"]),
-            "zero_folds": int(metrics["zero_folds"]),
-            "dropped_augmented": len(result.dropped_augmented),
-            "quality": dg.MetadataValue.md(comparison),
-            "class_shares": table,
+            **version_metadata(dataset, version),
+            "augmentation_id": augmentation_id,
+            **split_metadata(result, report),
         }
     )

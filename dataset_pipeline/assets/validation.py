@@ -1,20 +1,41 @@
-"""validated_dataset: parse every label, decode every image, apply the rules, store the report in bulk."""
+"""validated_dataset: parse every label, decode every image, apply the rules, record one verdict per version.
 
+A version is validated once. Validating it again (the nightly schedule) only compares its images on disk with
+what was recorded, hashing only files whose size or modification time moved and decoding only files whose
+bytes changed; when nothing changed, no row is written, and when something did, a new version records it.
+"""
+
+import dataclasses
+import os
 from collections import Counter
+from pathlib import Path
 from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
-from dataset_pipeline.assets.common import TRANSIENT_ERROR_RETRY, dataset_row, progress_logger, source_root
+from dataset_pipeline.assets.common import (
+    TRANSIENT_ERROR_RETRY,
+    current_version,
+    progress_logger,
+    retry_transient_errors_only,
+    version_metadata,
+)
 from dataset_pipeline.assets.ingest import raw_upload
 from dataset_pipeline.db import repository
-from dataset_pipeline.db.models import Dataset
+from dataset_pipeline.db.models import Dataset, DatasetVersion, Image, VersionValidation
 from dataset_pipeline.domain.image_checks import check_images
-from dataset_pipeline.domain.label_edits import ImageLabels, LabelEdit, LabelEditError, LabelSet, apply_edit
-from dataset_pipeline.domain.model import Issue, Severity
-from dataset_pipeline.domain.revalidation import FILE_MISSING, changes_since
-from dataset_pipeline.domain.validation import ValidatedImage, ValidationOutcome, summarize_markdown, validate
+from dataset_pipeline.domain.model import ImageFacts, Issue, Severity
+from dataset_pipeline.domain.revalidation import FILE_CHANGED, FILE_MISSING, changes_since
+from dataset_pipeline.domain.safe_extract import sha256_file
+from dataset_pipeline.domain.validation import (
+    GateDecision,
+    ValidatedImage,
+    decide_for,
+    decide_gate,
+    summarize_markdown,
+    validate,
+)
 from dataset_pipeline.formats import parse_dataset
 from dataset_pipeline.partitions import dataset_partitions
 from dataset_pipeline.resources.database import DatabaseResource
@@ -29,17 +50,12 @@ class ValidationConfig(dg.Config):
         description="quarantine: images with any error are excluded whole; strict: any error fails the dataset",
     )
     max_error_share: float = Field(
-        default=0.5, description="Fail when more than this share of images is quarantined"
+        default=0.5, description="Fail when more than this share of images is quarantined or missing"
     )
     near_duplicate_distance: int = Field(
         default=4, description="dHash Hamming distance counted as a near-duplicate"
     )
     workers: int = Field(default=0, description="Image-check processes; 0 = one per CPU")
-    skip_if_unchanged: bool = Field(
-        default=False,
-        description="Record the new report but do not materialise when nothing changed (the nightly "
-        "re-validation sets this, so an unchanged dataset does not re-run everything downstream)",
-    )
 
 
 @dg.asset(
@@ -53,13 +69,15 @@ class ValidationConfig(dg.Config):
             USABLE_CHECK,
             asset="validated_dataset",
             blocking=True,
-            description="Stops the graph when nothing usable is left or too many images were quarantined.",
+            description="Stops the graph for this dataset when nothing usable is left or too many images "
+            "were quarantined or lost.",
         )
     ],
     retry_policy=TRANSIENT_ERROR_RETRY,
     description="Every label parsed into the canonical model and every image decoded; problems recorded with "
-    "file and line; bad images quarantined whole.",
+    "file and line; bad images quarantined whole; one verdict per version.",
 )
+@retry_transient_errors_only
 def validated_dataset(
     context: dg.AssetExecutionContext,
     config: ValidationConfig,
@@ -67,14 +85,25 @@ def validated_dataset(
     storage: LocalDatasetStorage,
 ):
     with database.session() as session:
-        dataset = dataset_row(session, context.partition_key)
-        dataset_id, root = dataset.id, source_root(dataset)
-        previous_hashes = repository.image_hashes(session, dataset_id)
-        # Only the nightly re-validation asks whether anything changed; hashing every label costs a query.
-        wants_comparison = config.skip_if_unchanged and previous_hashes
-        previous_version = repository.content_version(session, dataset_id) if wants_comparison else None
-        recorded_edits = repository.recorded_label_edits(session, dataset_id)
+        dataset, version = current_version(session, context.partition_key)
+        verdict = repository.validation_of(session, version.id)
+        stored = repository.load_images(session, version.id, usable_only=False) if verdict else []
+        records = repository.image_records(session, version.id) if verdict else {}
+    root = storage.resolve(version.files_path)
+    if verdict is None:
+        yield from _validate_new_version(context, config, database, dataset, version, root)
+    else:
+        yield from _revalidate(context, config, database, dataset, version, verdict, (stored, records), root)
 
+
+def _validate_new_version(
+    context: dg.AssetExecutionContext,
+    config: ValidationConfig,
+    database: DatabaseResource,
+    dataset: Dataset,
+    version: DatasetVersion,
+    root: Path,
+):
     parsed = parse_dataset(root)
     paths = [image.path for image in parsed.images]
     context.log.info(
@@ -83,136 +112,308 @@ def validated_dataset(
     facts_list = check_images(
         root, paths, workers=config.workers or None, progress=progress_logger(context, "image checks")
     )
-    facts = {fact.path: fact for fact in facts_list}
     outcome = validate(
-        parsed, facts, policy=config.policy, near_duplicate_distance=config.near_duplicate_distance
+        parsed,
+        {fact.path: fact for fact in facts_list},
+        policy=config.policy,
+        near_duplicate_distance=config.near_duplicate_distance,
     )
-    checked = [image for image in outcome.images if image.facts is not None]
-    drift = changes_since(previous_hashes, {image.path: image.facts.sha256 for image in checked})
-    labels, replay_issues = replay_label_edits(outcome, checked, recorded_edits)
-    outcome.issues.extend([*drift, *replay_issues])  # so the summary and the report show them too
-    issues = outcome.issues
-    rows = [_image_row(image, labels.images[image.path]) for image in checked]
-
-    usable = len(outcome.usable_images)
-    missing = sum(issue.code == FILE_MISSING for issue in drift)
-    error_share = (len(outcome.quarantined) + missing) / max(1, len(outcome.images) + missing)
-    counts = Counter(str(issue.severity) for issue in issues)
-    failed = (
-        outcome.failed
-        or usable == 0
-        or error_share > config.max_error_share
-        or (config.policy == "strict" and missing > 0)
+    rows = [_image_row(image, root) for image in outcome.images if image.facts is not None]
+    decision = decide_for(outcome, config.max_error_share)
+    record = repository.Verdict(
+        passed=decision.passed,
+        reason=decision.reason,
+        summary=_summary(decision, outcome.issues),
+        content_hash=repository.labels_content_hash(outcome.class_names, rows),
+        class_names=list(outcome.class_names),
     )
-    summary = {
-        "images": len(outcome.images),
-        "usable_images": usable,
-        "quarantined": len(outcome.quarantined),
-        "missing_since_last_validation": missing,
-        "error_share": round(error_share, 4),
-        "by_severity": {str(severity): counts.get(str(severity), 0) for severity in Severity},
-        "by_code": dict(sorted(Counter(issue.code for issue in issues).items())),
-        "policy": config.policy,
-        "label_edits_replayed": len(recorded_edits) - len(replay_issues),
-    }
-    reason = None
-    if failed:
-        reason = (
-            f"{usable} usable images, {len(outcome.quarantined)} quarantined, {missing} missing "
-            f"(share {error_share:.0%}, limit {config.max_error_share:.0%}, policy {config.policy})"
-        )
     with database.session() as session:
-        repository.replace_validation(session, dataset_id, rows, issues, context.run.run_id)
-        dataset = session.get(Dataset, dataset_id)
-        dataset.class_names = list(labels.class_names)
-        dataset.validation_summary = summary
-        was_invalid = dataset.status == "invalid"
-        session.flush()
-        version = repository.content_version(session, dataset_id)
-        skip = config.skip_if_unchanged and version == previous_version and failed == was_invalid
-        if not skip:
-            repository.set_status(session, dataset, "invalid" if failed else "validated", reason)
-
-    check_result = dg.AssetCheckResult(
-        check_name=USABLE_CHECK,
-        passed=not failed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"usable_images": usable, "error_share": float(error_share)},
-        description=None if not failed else f"dataset {context.partition_key} is not usable: {reason}",
+        repository.store_validation(session, version, rows, outcome.issues, record, context.run.run_id)
+        _set_status(session, dataset, decision)
+    yield _materialization(
+        dataset, version, decision, record, outcome.issues, summarize_markdown(outcome, decision)
     )
-    if skip:
-        context.log.info(f"re-validated {context.partition_key}: nothing changed (data version {version})")
+    yield _check_result(dataset, version, decision)
+
+
+def _revalidate(
+    context: dg.AssetExecutionContext,
+    config: ValidationConfig,
+    database: DatabaseResource,
+    dataset: Dataset,
+    version: DatasetVersion,
+    verdict: VersionValidation,
+    images: tuple[list[repository.StoredImage], dict[int, Image]],
+    root: Path,
+):
+    """Compare the version's images on disk with its rows; a change becomes a new version, nothing else."""
+    stored, records = images
+    current, hashed = _hashes_on_disk(root, stored)
+    drift = changes_since({image.relative_path: image.sha256 for image in stored}, current)
+    decision = _decision_of(verdict)
+    if not drift:
+        context.log.info(
+            f"re-validated {dataset.partition_key} version {version.number}: {len(stored)} images unchanged "
+            f"({hashed} hashed because their size or time moved)"
+        )
         yield dg.AssetObservation(
             asset_key=context.asset_key,
             partition=context.partition_key,
-            metadata={"revalidated": "unchanged", "data_version": version, "warnings": len(issues)},
+            metadata={
+                **version_metadata(dataset, version),
+                "revalidated": "unchanged",
+                "hashed": hashed,
+                "data_version": verdict.content_hash,
+            },
         )
-        yield check_result
+        yield _check_result(dataset, version, decision)
         return
 
-    markdown = summarize_markdown(outcome)
-    yield dg.MaterializeResult(
-        metadata={
-            "images": len(outcome.images),
-            "usable_images": usable,
-            "quarantined": len(outcome.quarantined),
-            "errors": counts.get(str(Severity.ERROR), 0),
-            "warnings": counts.get(str(Severity.WARNING), 0),
-            "missing_since_last_validation": missing,
-            "classes": len(labels.class_names),
-            "boxes": sum(len(labels.images[image.path].boxes) for image in outcome.usable_images),
-            "label_edits_replayed": summary["label_edits_replayed"],
-            "summary": dg.MetadataValue.md(markdown),
-            "report": issues_table(issues),
-        },
-        data_version=dg.DataVersion(version),
+    changed = sorted(issue.file for issue in drift if issue.code == FILE_CHANGED)
+    refreshed = {fact.path: fact for fact in check_images(root, changed, workers=config.workers or None)}
+    rows, extra = _rows_after_drift(root, stored, records, refreshed, drift)
+    missing = sum(issue.code == FILE_MISSING for issue in drift)
+    quarantined = sum(row.quarantined for row in rows)
+    policy = verdict.summary.get("policy", config.policy)
+    decision = decide_gate(
+        images=len(rows),
+        usable=sum(not row.quarantined and row.label_state != "unlabelled" for row in rows),
+        quarantined=quarantined,
+        missing=missing,
+        policy=policy,
+        max_error_share=verdict.summary.get("max_error_share", config.max_error_share),
+        strict_error=policy == "strict" and bool(quarantined),
     )
-    yield check_result
-
-
-def replay_label_edits(
-    outcome: ValidationOutcome, checked: list[ValidatedImage], edits: list[LabelEdit]
-) -> tuple[LabelSet, list[Issue]]:
-    """The boxes as validated, with every recorded label edit applied again in order.
-
-    An edit that no longer applies (its image or class is gone from the new files) is skipped with a warning.
-    """
-    labels = LabelSet(
-        list(outcome.class_names),
-        {
-            image.path: ImageLabels(
-                image.facts.width, image.facts.height, list(image.boxes), image.label_state
-            )
-            for image in checked
-        },
+    issues = [*drift, *extra]
+    record = repository.Verdict(
+        passed=decision.passed,
+        reason=decision.reason,
+        summary=_summary(decision, issues),
+        content_hash=repository.labels_content_hash(verdict.class_names, rows),
+        class_names=list(verdict.class_names),
     )
-    issues = []
-    for number, edit in enumerate(edits, start=1):
+    with database.session() as session:
+        dataset = session.get(Dataset, dataset.id)
+        parent = session.get(DatasetVersion, version.id)
+        new = repository.add_version(
+            session,
+            dataset,
+            parent,
+            cause="revalidation",
+            run_id=context.run.run_id,
+            created_by="revalidation",
+        )
+        repository.insert_images_with_labels(session, new, rows)
+        repository.copy_findings(session, parent, new, issues, context.run.run_id)
+        repository.add_verdict(session, new, record, context.run.run_id)
+        _set_status(session, dataset, decision)
+    context.log.warning(
+        f"{dataset.partition_key}: {missing} images missing and {len(changed)} changed since version "
+        f"{version.number}; recorded as version {new.number}"
+    )
+    markdown = (
+        decision.headline()
+        + "\n\n"
+        + "\n".join(
+            f"- {issue.severity} `{issue.code}` at `{issue.location()}`: {issue.message}"
+            for issue in issues[:20]
+        )
+    )
+    yield _materialization(dataset, new, decision, record, issues, markdown)
+    yield _check_result(dataset, new, decision)
+
+
+def _hashes_on_disk(root: Path, stored: list[repository.StoredImage]) -> tuple[dict[str, str], int]:
+    """relative path -> sha256 of what is on disk now; a file whose size and mtime match is not read."""
+    current: dict[str, str] = {}
+    hashed = 0
+    for image in stored:
+        path = root / image.relative_path
         try:
-            labels, _ = apply_edit(labels, edit)
-        except LabelEditError as error:
-            issues.append(
-                Issue(Severity.WARNING, "label-edit-not-replayed", "label_edits", f"edit {number}: {error}")
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        if stat.st_size == image.size_bytes and stat.st_mtime_ns == image.mtime_ns:
+            current[image.relative_path] = image.sha256
+        else:
+            current[image.relative_path] = sha256_file(path)
+            hashed += 1
+    return current, hashed
+
+
+def _rows_after_drift(
+    root: Path,
+    stored: list[repository.StoredImage],
+    records: dict[int, Image],
+    refreshed: dict[str, ImageFacts],
+    drift: list[Issue],
+) -> tuple[list[repository.ImageRow], list[Issue]]:
+    """The parent's images and boxes, without what is gone; a changed image whose size no longer fits its
+    boxes, or that no longer decodes, is quarantined (its labels were drawn on other bytes)."""
+    missing = {issue.file for issue in drift if issue.code == FILE_MISSING}
+    rows: list[repository.ImageRow] = []
+    extra: list[Issue] = []
+    for image in stored:
+        if image.relative_path in missing:
+            continue
+        fact = refreshed.get(image.relative_path)
+        record = records[image.id]
+        row = repository.ImageRow(
+            relative_path=image.relative_path,
+            sha256=record.sha256,
+            size_bytes=record.size_bytes,
+            mtime_ns=record.mtime_ns,
+            format=record.format,
+            mode=record.mode,
+            width=record.width,
+            height=record.height,
+            exif_orientation=record.exif_orientation,
+            dhash=record.dhash,
+            label_state=record.label_state,
+            source_split=record.source_split,
+            quarantined=record.quarantined,
+            boxes=image.boxes,
+        )
+        if fact is not None:
+            fits = fact.usable and (fact.width, fact.height) == (image.width, image.height)
+            row = dataclasses.replace(
+                row,
+                sha256=fact.sha256,
+                size_bytes=fact.size_bytes,
+                mtime_ns=_mtime_ns(root / image.relative_path),
+                format=fact.format,
+                mode=fact.mode,
+                width=fact.width or image.width,
+                height=fact.height or image.height,
+                exif_orientation=fact.exif_orientation,
+                dhash=fact.dhash,
+                quarantined=image.quarantined or not fits,
             )
-    return labels, issues
+            extra.extend(fact.issues)
+            if not fits and fact.usable:
+                extra.append(
+                    Issue(
+                        Severity.ERROR,
+                        "image.size_changed",
+                        image.relative_path,
+                        f"is {fact.width}x{fact.height} now but its boxes were drawn on {image.width}x"
+                        f"{image.height}; it is quarantined: upload the dataset again with matching labels",
+                        image=image.relative_path,
+                    )
+                )
+        rows.append(row)
+    return rows, extra
 
 
-def _image_row(image: ValidatedImage, labels: ImageLabels) -> repository.ImageRow:
+def _image_row(image: ValidatedImage, root: Path) -> repository.ImageRow:
     facts = image.facts
+    assert facts is not None
     return repository.ImageRow(
         relative_path=image.path,
         sha256=facts.sha256,
         size_bytes=facts.size_bytes,
+        mtime_ns=_mtime_ns(root / image.path),
         format=facts.format,
         mode=facts.mode,
         width=facts.width,
         height=facts.height,
         exif_orientation=facts.exif_orientation,
         dhash=facts.dhash,
-        label_state=str(labels.label_state),
+        label_state=str(image.label_state),
         source_split=image.split,
         quarantined=image.quarantined,
-        boxes=labels.boxes,
+        boxes=image.boxes,
+    )
+
+
+def _mtime_ns(path: Path) -> int | None:
+    """Recorded beside the hash, so the next re-validation reads only files whose time moved."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _summary(decision: GateDecision, issues: list[Issue]) -> dict:
+    counts = Counter(str(issue.severity) for issue in issues)
+    return {
+        "images": decision.images,
+        "usable_images": decision.usable,
+        "quarantined": decision.quarantined,
+        "missing_since_last_validation": decision.missing,
+        "error_share": decision.error_share,
+        "max_error_share": decision.max_error_share,
+        "policy": decision.policy,
+        "by_severity": {str(severity): counts.get(str(severity), 0) for severity in Severity},
+        "by_code": dict(sorted(Counter(issue.code for issue in issues).items())),
+    }
+
+
+def _decision_of(verdict: VersionValidation) -> GateDecision:
+    """The stored verdict read back, so an unchanged re-validation reports exactly what was decided."""
+    summary = verdict.summary
+    return GateDecision(
+        passed=verdict.passed,
+        reason=verdict.reason,
+        images=summary.get("images", 0),
+        usable=summary.get("usable_images", 0),
+        quarantined=summary.get("quarantined", 0),
+        missing=summary.get("missing_since_last_validation", 0),
+        error_share=summary.get("error_share", 0.0),
+        policy=summary.get("policy", "quarantine"),
+        max_error_share=summary.get("max_error_share", 0.5),
+    )
+
+
+def _set_status(session, dataset: Dataset, decision: GateDecision) -> None:
+    repository.set_status(
+        session,
+        session.get(Dataset, dataset.id),
+        "validated" if decision.passed else "invalid",
+        None if decision.passed else decision.reason,
+    )
+
+
+def _materialization(
+    dataset: Dataset,
+    version: DatasetVersion,
+    decision: GateDecision,
+    record: repository.Verdict,
+    issues: list[Issue],
+    markdown: str,
+) -> dg.MaterializeResult:
+    counts = Counter(str(issue.severity) for issue in issues)
+    return dg.MaterializeResult(
+        metadata={
+            **version_metadata(dataset, version),
+            "passed": decision.passed,
+            "images": decision.images,
+            "usable_images": decision.usable,
+            "quarantined": decision.quarantined,
+            "missing_since_last_validation": decision.missing,
+            "errors": counts.get(str(Severity.ERROR), 0),
+            "warnings": counts.get(str(Severity.WARNING), 0),
+            "classes": len(record.class_names),
+            "summary": dg.MetadataValue.md(markdown),
+            "report": issues_table(issues),
+        },
+        data_version=dg.DataVersion(record.content_hash),
+    )
+
+
+def _check_result(dataset: Dataset, version: DatasetVersion, decision: GateDecision) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=USABLE_CHECK,
+        passed=decision.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            **version_metadata(dataset, version),
+            "usable_images": decision.usable,
+            "error_share": float(decision.error_share),
+        },
+        description=None
+        if decision.passed
+        else f"dataset {dataset.partition_key} version {version.number} is not usable: {decision.reason}",
     )
 
 

@@ -1,7 +1,10 @@
 """The application schema: SQLAlchemy 2.0 typed models. Alembic migrations in `migrations/` create it.
 
-Image bytes never live here: `images` holds facts about files under the storage root, `labels` holds boxes.
-Large tables carry `dataset_id` so a dataset's rows can be replaced or read without joins.
+A dataset is a history of immutable versions (`dataset_versions`). Everything a stage computes is keyed by the
+version it was computed from and never updated or deleted while that version exists; a stage that runs again
+adds rows (a new augmentation, split or export) and readers take the newest. Only `datasets.status` moves: it
+says where the newest version stands. Image bytes never live here, and every path is relative to the storage
+root. Large tables also carry `dataset_id`, so pruning and per-dataset reads need no joins.
 """
 
 from __future__ import annotations
@@ -67,13 +70,14 @@ class Project(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
+VERSION_CAUSES = ("upload", "label_edit", "revalidation")
+
+
 class Dataset(Base):
-    """One uploaded dataset version; `partition_key` names its Dagster partition."""
+    """One dataset of a project: its Dagster partition, and where its newest version stands."""
 
     __tablename__ = "datasets"
     __table_args__ = (
-        UniqueConstraint("project_id", "content_sha256", name="uq_datasets_project_content"),
-        UniqueConstraint("project_id", "name", "version", name="uq_datasets_project_name_version"),
         CheckConstraint(f"status IN {DATASET_STATUSES!r}", name="ck_datasets_status"),
         Index("ix_datasets_status", "status"),
     )
@@ -81,42 +85,99 @@ class Dataset(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(64))
-    version: Mapped[int] = mapped_column(Integer, default=1)
     partition_key: Mapped[str] = mapped_column(String(64), unique=True)
-    source_path: Mapped[str] = mapped_column(Text)  # where the upload came from (inbox drop, CLI path)
-    source_kind: Mapped[str] = mapped_column(String(16))  # "zip" | "folder"
-    content_sha256: Mapped[str] = mapped_column(String(64))
-    format: Mapped[str | None] = mapped_column(String(16))
-    layout: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     status_reason: Mapped[str | None] = mapped_column(Text)
-    class_names: Mapped[list[Any]] = mapped_column(default=list)
-    file_count: Mapped[int] = mapped_column(Integer, default=0)
-    total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
-    storage_path: Mapped[str | None] = mapped_column(Text)
-    validation_summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
 
 
+class DatasetVersion(Base):
+    """One immutable state of a dataset: an upload, a label edit, or a re-validation that found files changed.
+
+    `files_path` is the unpacked upload the version reads its images from (relative to the storage root); a
+    label edit or a re-validation shares its parent's.
+    """
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "number", name="uq_dataset_versions_number"),
+        CheckConstraint(f"cause IN {VERSION_CAUSES!r}", name="ck_dataset_versions_cause"),
+        Index("ix_dataset_versions_upload_sha256", "upload_sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id", ondelete="SET NULL"))
+    cause: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(64))
+    upload_sha256: Mapped[str] = mapped_column(String(64))  # the upload's bytes (zip, or folder listing)
+    source_path: Mapped[str] = mapped_column(Text)  # the kept upload, relative to the storage root
+    source_kind: Mapped[str] = mapped_column(String(16))  # "zip" | "folder"
+    files_path: Mapped[str] = mapped_column(Text)  # the unpacked upload, relative to the storage root
+    format: Mapped[str | None] = mapped_column(String(16))
+    layout: Mapped[str | None] = mapped_column(String(32))
+    file_count: Mapped[int] = mapped_column(Integer, default=0)
+    total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = _created_at()
+
+
+class VersionValidation(Base):
+    """The one verdict on a version: the check, the UI summary and the dataset status all come from it.
+
+    `class_names` and `content_hash` (classes, images, quarantine decisions and boxes) are what validation
+    settled for the version; the hash is the Dagster data version of its labels.
+    """
+
+    __tablename__ = "version_validations"
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    class_names: Mapped[list[Any]] = mapped_column(default=list)
+    reason: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = _created_at()
+
+
 class Image(Base):
-    """An image file of a dataset (original or augmented) and what the image check learned about it."""
+    """An image of a version (original or augmented) and what the image check learned about it."""
 
     __tablename__ = "images"
     __table_args__ = (
-        UniqueConstraint("dataset_id", "relative_path", name="uq_images_dataset_path"),
+        Index(
+            "uq_images_version_path",
+            "version_id",
+            "relative_path",
+            unique=True,
+            postgresql_where="augmentation_id IS NULL",
+        ),
+        Index(
+            "uq_images_augmentation_path",
+            "augmentation_id",
+            "relative_path",
+            unique=True,
+            postgresql_where="augmentation_id IS NOT NULL",
+        ),
         Index("ix_images_dataset_sha256", "dataset_id", "sha256"),
-        Index("ix_images_dataset_split", "dataset_id", "split"),
         Index("ix_images_source_image", "source_image_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
-    relative_path: Mapped[str] = mapped_column(Text)
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"))
+    relative_path: Mapped[str] = mapped_column(Text)  # inside the version's files, or its augmentation folder
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger)  # what re-validation compares before hashing
     format: Mapped[str | None] = mapped_column(String(16))
     mode: Mapped[str | None] = mapped_column(String(16))
     width: Mapped[int] = mapped_column(Integer)
@@ -125,24 +186,25 @@ class Image(Base):
     dhash: Mapped[int | None] = mapped_column(BigInteger)
     label_state: Mapped[str] = mapped_column(String(16))
     source_split: Mapped[str | None] = mapped_column(String(8))
-    split: Mapped[str | None] = mapped_column(String(8))  # assigned by dataset_splits
     quarantined: Mapped[bool] = mapped_column(Boolean, default=False)
     is_augmented: Mapped[bool] = mapped_column(Boolean, default=False)
+    augmentation_id: Mapped[int | None] = mapped_column(ForeignKey("augmentations.id", ondelete="CASCADE"))
     source_image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
     recipe: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class Label(Base):
-    """One box in pixels of the upright image (xyxy, 0-based, continuous)."""
+    """One box of a version in pixels of the upright image (xyxy, 0-based, continuous)."""
 
     __tablename__ = "labels"
     __table_args__ = (
-        Index("ix_labels_dataset_class", "dataset_id", "class_index"),
+        Index("ix_labels_version_class", "version_id", "class_index"),
         Index("ix_labels_image", "image_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"))
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
     class_index: Mapped[int] = mapped_column(Integer)
     x_min: Mapped[float] = mapped_column(Float)
@@ -153,16 +215,17 @@ class Label(Base):
 
 
 class DatasetValidation(Base):
-    """One finding of the latest validation of a dataset, with the file and line it is about."""
+    """One finding of the validation of a version, with the file and line it is about."""
 
     __tablename__ = "dataset_validations"
     __table_args__ = (
-        Index("ix_dataset_validations_dataset_severity", "dataset_id", "severity"),
+        Index("ix_dataset_validations_version_severity", "version_id", "severity"),
         CheckConstraint("severity IN ('error', 'warning', 'info')", name="ck_dataset_validations_severity"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"))
     run_id: Mapped[str | None] = mapped_column(String(64))
     severity: Mapped[str] = mapped_column(String(8))
     code: Mapped[str] = mapped_column(String(64))
@@ -175,11 +238,14 @@ class DatasetValidation(Base):
 
 
 class ClassDistribution(Base):
+    """Per class and split of a version; deterministic from its labels, so written once per version."""
+
     __tablename__ = "class_distributions"
-    __table_args__ = (UniqueConstraint("dataset_id", "split", "class_index", name="uq_class_distributions"),)
+    __table_args__ = (UniqueConstraint("version_id", "split", "class_index", name="uq_class_distributions"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"))
     split: Mapped[str] = mapped_column(String(8))  # "all", or a source split
     class_index: Mapped[int] = mapped_column(Integer)
     class_name: Mapped[str] = mapped_column(Text)
@@ -192,12 +258,32 @@ class ClassDistribution(Base):
     aspect_median: Mapped[float | None] = mapped_column(Float)
 
 
+class Augmentation(Base):
+    """One run of the augmentation stage on a version: its recipe and the folder its images went to."""
+
+    __tablename__ = "augmentations"
+    __table_args__ = (Index("ix_augmentations_version", "version_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    recipe: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    folder: Mapped[str] = mapped_column(Text)  # relative to the storage root
+    images_made: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = _created_at()
+
+
 class SplitReport(Base):
-    """How the latest split was made and how good it is (LD, ED, FZ against a random split)."""
+    """One split of a version (over one augmentation): how it was made and how good it is."""
 
     __tablename__ = "split_reports"
+    __table_args__ = (Index("ix_split_reports_version", "version_id"),)
 
-    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"))
+    augmentation_id: Mapped[int | None] = mapped_column(ForeignKey("augmentations.id", ondelete="CASCADE"))
     run_id: Mapped[str | None] = mapped_column(String(64))
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -206,14 +292,27 @@ class SplitReport(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
+class SplitAssignment(Base):
+    """Which split an image is in, for one split report; images left out have no row."""
+
+    __tablename__ = "split_assignments"
+
+    split_report_id: Mapped[int] = mapped_column(
+        ForeignKey("split_reports.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    split: Mapped[str] = mapped_column(String(8))
+
+
 class LabelEditRecord(Base):
-    """Audit trail of label edits (the old POST /label): who, when, what, and counts before/after."""
+    """Audit trail of label edits (the old POST /label): who, when, what, and which version it made."""
 
     __tablename__ = "label_edits"
     __table_args__ = (Index("ix_label_edits_dataset", "dataset_id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"))
     edited_by: Mapped[str] = mapped_column(String(64))
     operation: Mapped[str] = mapped_column(String(32))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -226,15 +325,17 @@ class LabelEditRecord(Base):
 
 
 class Export(Base):
-    """The latest zip of a dataset in one format; `dataset-pipeline download` reads this."""
+    """One zip of a version in one format; `dataset-pipeline download` takes the newest of a version."""
 
     __tablename__ = "exports"
-    __table_args__ = (UniqueConstraint("dataset_id", "format", name="uq_exports_dataset_format"),)
+    __table_args__ = (Index("ix_exports_version_format", "version_id", "format"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"))
+    split_report_id: Mapped[int | None] = mapped_column(ForeignKey("split_reports.id", ondelete="SET NULL"))
     format: Mapped[str] = mapped_column(String(16))
-    path: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)  # relative to the storage root
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     run_id: Mapped[str | None] = mapped_column(String(64))

@@ -1,7 +1,8 @@
 """The queries the stages make, in one place: assets and the CLI call these instead of writing SQL inline.
 
-Writes of many rows go through `bulk.copy_rows`; every function takes the caller's session so a stage's
-changes commit or roll back together.
+Every write adds rows keyed by the version they belong to; nothing here updates or deletes what a stage
+wrote, except `prune_versions`, which removes whole old versions on request. Writes of many rows go through
+`bulk.copy_rows`; every function takes the caller's session so a stage's changes commit or roll back together.
 """
 
 from __future__ import annotations
@@ -10,34 +11,38 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
 from dataset_pipeline.db.bulk import copy_rows
 from dataset_pipeline.db.models import (
+    Augmentation,
     ClassDistribution,
     Dataset,
     DatasetValidation,
+    DatasetVersion,
     Export,
     Image,
     Label,
     LabelEditRecord,
     Project,
+    SplitAssignment,
     SplitReport,
     User,
+    VersionValidation,
 )
 from dataset_pipeline.domain.label_edits import EditEffect, ImageLabels, LabelEdit, LabelSet
 from dataset_pipeline.domain.model import Box, Issue, LabelState
 
 IMAGE_COLUMNS = (
     "dataset_id",
+    "version_id",
     "relative_path",
     "sha256",
     "size_bytes",
+    "mtime_ns",
     "format",
     "mode",
     "width",
@@ -46,15 +51,26 @@ IMAGE_COLUMNS = (
     "dhash",
     "label_state",
     "source_split",
-    "split",
     "quarantined",
     "is_augmented",
+    "augmentation_id",
     "source_image_id",
     "recipe",
 )
-LABEL_COLUMNS = ("dataset_id", "image_id", "class_index", "x_min", "y_min", "x_max", "y_max", "attributes")
+LABEL_COLUMNS = (
+    "dataset_id",
+    "version_id",
+    "image_id",
+    "class_index",
+    "x_min",
+    "y_min",
+    "x_max",
+    "y_max",
+    "attributes",
+)
 VALIDATION_COLUMNS = (
     "dataset_id",
+    "version_id",
     "run_id",
     "severity",
     "code",
@@ -130,27 +146,93 @@ def lock_content(session: Session, project_id: int, content_sha256: str) -> None
 
 
 def duplicate_of(
-    session: Session, project_id: int, content_sha256: str, partition_key: str
-) -> Dataset | None:
-    """Another dataset of the project holding these bytes. One whose ingest never finished (pending, or failed
-    on a full disk or bad data) does not count: the same upload dropped again is then simply tried again."""
-    return session.scalar(
-        sa.select(Dataset)
+    session: Session, project_id: int, upload_sha256: str
+) -> tuple[Dataset, DatasetVersion] | None:
+    """The dataset version of the project that was uploaded with these bytes, if any. An upload whose ingest
+    never finished made no version, so the same upload dropped again is simply tried again."""
+    row = session.execute(
+        sa.select(Dataset, DatasetVersion)
+        .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
         .where(
             Dataset.project_id == project_id,
-            Dataset.content_sha256 == content_sha256,
-            Dataset.partition_key != partition_key,
-            Dataset.status.not_in(("pending", "failed")),
+            DatasetVersion.upload_sha256 == upload_sha256,
+            DatasetVersion.cause == "upload",
         )
+        .order_by(DatasetVersion.id)
+        .limit(1)
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+# --- versions -----------------------------------------------------------------------------------------
+
+
+class VersionNotFound(LookupError):
+    pass
+
+
+def latest_version(session: Session, dataset_id: int) -> DatasetVersion | None:
+    return session.scalar(
+        sa.select(DatasetVersion)
+        .where(DatasetVersion.dataset_id == dataset_id)
+        .order_by(DatasetVersion.number.desc())
         .limit(1)
     )
 
 
-def next_version(session: Session, project_id: int, name: str) -> int:
-    current = session.scalar(
-        sa.select(sa.func.max(Dataset.version)).where(Dataset.project_id == project_id, Dataset.name == name)
+def version_of(session: Session, dataset: Dataset, number: int | None = None) -> DatasetVersion:
+    """Version `number` of a dataset, or its newest when None; raises VersionNotFound naming what exists."""
+    if number is None:
+        version = latest_version(session, dataset.id)
+    else:
+        version = session.scalar(
+            sa.select(DatasetVersion).where(
+                DatasetVersion.dataset_id == dataset.id, DatasetVersion.number == number
+            )
+        )
+    if version is None:
+        numbers = [v.number for v in versions_of(session, dataset.id)]
+        have = ", ".join(map(str, numbers)) or "none yet"
+        what = "a version" if number is None else f"version {number}"
+        raise VersionNotFound(f"dataset {dataset.partition_key} has no {what} (versions: {have})")
+    return version
+
+
+def versions_of(session: Session, dataset_id: int) -> list[DatasetVersion]:
+    return list(
+        session.scalars(
+            sa.select(DatasetVersion)
+            .where(DatasetVersion.dataset_id == dataset_id)
+            .order_by(DatasetVersion.number)
+        )
     )
-    return (current or 0) + 1
+
+
+def add_version(
+    session: Session, dataset: Dataset, parent: DatasetVersion | None, **fields: Any
+) -> DatasetVersion:
+    """Append the next version of a dataset (numbers count up from 1 under the dataset's row lock)."""
+    session.execute(sa.select(Dataset.id).where(Dataset.id == dataset.id).with_for_update())
+    number = session.scalar(
+        sa.select(sa.func.coalesce(sa.func.max(DatasetVersion.number), 0)).where(
+            DatasetVersion.dataset_id == dataset.id
+        )
+    )
+    if parent is not None:
+        for name in ("upload_sha256", "source_path", "source_kind", "files_path", "format", "layout"):
+            fields.setdefault(name, getattr(parent, name))
+        fields.setdefault("file_count", parent.file_count)
+        fields.setdefault("total_bytes", parent.total_bytes)
+    version = DatasetVersion(
+        dataset_id=dataset.id, number=number + 1, parent_id=parent.id if parent else None, **fields
+    )
+    session.add(version)
+    session.flush()
+    return version
+
+
+def validation_of(session: Session, version_id: int) -> VersionValidation | None:
+    return session.get(VersionValidation, version_id)
 
 
 # --- images, labels and validation rows ---------------------------------------------------------------
@@ -171,13 +253,14 @@ class ImageRow:
     source_split: str | None
     quarantined: bool
     boxes: Sequence[Box]
+    mtime_ns: int | None = None
     is_augmented: bool = False
     source_image_id: int | None = None
     recipe: dict[str, Any] | None = None
 
 
 def insert_images_with_labels(
-    session: Session, dataset_id: int, images: Sequence[ImageRow]
+    session: Session, version: DatasetVersion, images: Sequence[ImageRow], augmentation_id: int | None = None
 ) -> dict[str, int]:
     """COPY images, read their ids back, COPY their labels; returns relative_path -> image id."""
     connection = session.connection()
@@ -187,10 +270,12 @@ def insert_images_with_labels(
         IMAGE_COLUMNS,
         (
             (
-                dataset_id,
+                version.dataset_id,
+                version.id,
                 image.relative_path,
                 image.sha256,
                 image.size_bytes,
+                image.mtime_ns,
                 image.format,
                 image.mode,
                 image.width,
@@ -199,26 +284,31 @@ def insert_images_with_labels(
                 image.dhash,
                 image.label_state,
                 image.source_split,
-                None,
                 image.quarantined,
                 image.is_augmented,
+                augmentation_id,
                 image.source_image_id,
                 image.recipe,
             )
             for image in images
         ),
     )
+    same_set = (
+        Image.augmentation_id.is_(None)
+        if augmentation_id is None
+        else Image.augmentation_id == augmentation_id
+    )
     ids = dict(
         connection.execute(
-            sa.select(Image.relative_path, Image.id).where(Image.dataset_id == dataset_id)
+            sa.select(Image.relative_path, Image.id).where(Image.version_id == version.id, same_set)
         ).all()
     )
-    copy_labels(session, dataset_id, ((ids[image.relative_path], image.boxes) for image in images))
+    copy_labels(session, version, ((ids[image.relative_path], image.boxes) for image in images))
     return ids
 
 
 def copy_labels(
-    session: Session, dataset_id: int, boxes_by_image: Iterable[tuple[int, Sequence[Box]]]
+    session: Session, version: DatasetVersion, boxes_by_image: Iterable[tuple[int, Sequence[Box]]]
 ) -> int:
     """COPY the boxes of each (image id, boxes) pair into `labels`; returns how many were written."""
     return copy_rows(
@@ -227,7 +317,8 @@ def copy_labels(
         LABEL_COLUMNS,
         (
             (
-                dataset_id,
+                version.dataset_id,
+                version.id,
                 image_id,
                 box.class_index,
                 box.x_min,
@@ -242,23 +333,117 @@ def copy_labels(
     )
 
 
-def replace_validation(
-    session: Session, dataset_id: int, images: Sequence[ImageRow], issues: Iterable[Issue], run_id: str | None
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The one decision on a version: whether its gate passes, why not, and the summary the UI shows."""
+
+    passed: bool
+    reason: str | None
+    summary: dict[str, Any]
+    content_hash: str
+    class_names: Sequence[str]
+
+
+def store_validation(
+    session: Session,
+    version: DatasetVersion,
+    images: Sequence[ImageRow],
+    issues: Iterable[Issue],
+    verdict: Verdict,
+    run_id: str | None,
 ) -> dict[str, int]:
-    """Swap the previous validation of a dataset for this one in the caller's transaction."""
-    session.execute(sa.delete(Image).where(Image.dataset_id == dataset_id))  # labels and copies cascade
-    session.execute(sa.delete(DatasetValidation).where(DatasetValidation.dataset_id == dataset_id))
-    ids = insert_images_with_labels(session, dataset_id, images)
+    """Write a version's images, boxes, findings and verdict; a version is validated once."""
+    ids = insert_images_with_labels(session, version, images)
     copy_rows(
         session.connection(),
         "dataset_validations",
         VALIDATION_COLUMNS,
         (
-            (dataset_id, run_id, str(i.severity), i.code, i.file, i.line, i.annotation_id, i.image, i.message)
+            (
+                version.dataset_id,
+                version.id,
+                run_id,
+                str(i.severity),
+                i.code,
+                i.file,
+                i.line,
+                i.annotation_id,
+                i.image,
+                i.message,
+            )
             for i in issues
         ),
     )
+    add_verdict(session, version, verdict, run_id)
     return ids
+
+
+def add_verdict(session: Session, version: DatasetVersion, verdict: Verdict, run_id: str | None) -> None:
+    session.add(
+        VersionValidation(
+            version_id=version.id,
+            dataset_id=version.dataset_id,
+            run_id=run_id,
+            passed=verdict.passed,
+            reason=verdict.reason,
+            summary=verdict.summary,
+            content_hash=verdict.content_hash,
+            class_names=list(verdict.class_names),
+        )
+    )
+    session.flush()
+
+
+def copy_findings(
+    session: Session,
+    parent: DatasetVersion,
+    version: DatasetVersion,
+    extra: Iterable[Issue],
+    run_id: str | None,
+) -> None:
+    """A derived version carries its parent's findings (they are about the same files) plus its own."""
+    columns = [c for c in VALIDATION_COLUMNS if c not in ("version_id",)]
+    session.execute(
+        sa.insert(DatasetValidation).from_select(
+            ["version_id", *columns],
+            sa.select(
+                sa.literal(version.id, sa.BigInteger),
+                *(getattr(DatasetValidation, c) for c in columns),
+            ).where(DatasetValidation.version_id == parent.id),
+        )
+    )
+    copy_rows(
+        session.connection(),
+        "dataset_validations",
+        VALIDATION_COLUMNS,
+        (
+            (
+                version.dataset_id,
+                version.id,
+                run_id,
+                str(i.severity),
+                i.code,
+                i.file,
+                i.line,
+                i.annotation_id,
+                i.image,
+                i.message,
+            )
+            for i in extra
+        ),
+    )
+
+
+def findings_of(session: Session, version_id: int) -> list[DatasetValidation]:
+    """A version's validation report, errors first, then by file and line."""
+    order = sa.case({"error": 0, "warning": 1}, value=DatasetValidation.severity, else_=2)
+    return list(
+        session.scalars(
+            sa.select(DatasetValidation)
+            .where(DatasetValidation.version_id == version_id)
+            .order_by(order, DatasetValidation.file, DatasetValidation.line, DatasetValidation.id)
+        )
+    )
 
 
 @dataclass(slots=True)
@@ -268,47 +453,61 @@ class StoredImage:
     width: int
     height: int
     sha256: str
+    size_bytes: int
+    mtime_ns: int | None
     dhash: int | None
     label_state: str
     source_split: str | None
-    split: str | None
+    quarantined: bool
     is_augmented: bool
     source_image_id: int | None
     boxes: list[Box]
 
 
-def load_usable_images(
-    session: Session, dataset_id: int, *, include_augmented: bool = True
+def load_images(
+    session: Session,
+    version_id: int,
+    *,
+    augmentation_id: int | None = None,
+    usable_only: bool = True,
 ) -> list[StoredImage]:
-    """Images that passed validation (not quarantined), with their boxes, ordered by path."""
+    """A version's original images (and those of one augmentation of it), with their boxes, by path.
+
+    `usable_only` keeps what a model may learn from: not quarantined and looked at by someone.
+    """
+    sets = Image.augmentation_id.is_(None)
+    if augmentation_id is not None:
+        sets = sets | (Image.augmentation_id == augmentation_id)
     query = sa.select(
         Image.id,
         Image.relative_path,
         Image.width,
         Image.height,
         Image.sha256,
+        Image.size_bytes,
+        Image.mtime_ns,
         Image.dhash,
         Image.label_state,
         Image.source_split,
-        Image.split,
+        Image.quarantined,
         Image.is_augmented,
         Image.source_image_id,
-    ).where(Image.dataset_id == dataset_id, Image.quarantined.is_(False))
-    query = query.where(Image.label_state != LabelState.UNLABELLED.value)
-    if not include_augmented:
-        query = query.where(Image.is_augmented.is_(False))
+    ).where(Image.version_id == version_id, sets)
+    if usable_only:
+        query = query.where(Image.quarantined.is_(False), Image.label_state != LabelState.UNLABELLED.value)
     images = {
-        row.id: StoredImage(*row, boxes=[]) for row in session.execute(query.order_by(Image.relative_path))
+        row.id: StoredImage(*row, boxes=[])
+        for row in session.execute(query.order_by(Image.is_augmented, Image.relative_path))
     }
-    for image_id, box in _boxes_of(session, dataset_id):
+    for image_id, box in _boxes_of(session, version_id):
         image = images.get(image_id)
         if image is not None:
             image.boxes.append(box)
     return list(images.values())
 
 
-def _boxes_of(session: Session, dataset_id: int) -> Iterator[tuple[int, Box]]:
-    """(image id, box) for every label of a dataset, in image order and then insertion order."""
+def _boxes_of(session: Session, version_id: int) -> Iterator[tuple[int, Box]]:
+    """(image id, box) for every label of a version, in image order and then insertion order."""
     labels = session.execute(
         sa.select(
             Label.image_id,
@@ -319,73 +518,140 @@ def _boxes_of(session: Session, dataset_id: int) -> Iterator[tuple[int, Box]]:
             Label.y_max,
             Label.attributes,
         )
-        .where(Label.dataset_id == dataset_id)
+        .where(Label.version_id == version_id)
         .order_by(Label.image_id, Label.id)
     )
     for image_id, class_index, x_min, y_min, x_max, y_max, attributes in labels:
         yield image_id, Box(class_index, x_min, y_min, x_max, y_max, attributes or {})
 
 
-def replace_augmented(session: Session, dataset_id: int, images: Sequence[ImageRow]) -> dict[str, int]:
-    session.execute(sa.delete(Image).where(Image.dataset_id == dataset_id, Image.is_augmented.is_(True)))
-    return insert_images_with_labels(session, dataset_id, images)
+# --- what the later stages add to a version ----------------------------------------------------------------
 
 
-def replace_distribution(session: Session, dataset_id: int, rows: Iterable[dict[str, Any]]) -> None:
-    session.execute(sa.delete(ClassDistribution).where(ClassDistribution.dataset_id == dataset_id))
-    rows = list(rows)
+def has_distribution(session: Session, version_id: int) -> bool:
+    return session.scalar(sa.select(sa.exists().where(ClassDistribution.version_id == version_id)))
+
+
+def add_distribution(session: Session, version: DatasetVersion, rows: Iterable[dict[str, Any]]) -> None:
+    """The distribution follows from the version's labels alone, so it is written once per version."""
+    rows = [{"dataset_id": version.dataset_id, "version_id": version.id, **row} for row in rows]
     if rows:
-        session.execute(sa.insert(ClassDistribution), [{"dataset_id": dataset_id, **row} for row in rows])
+        statement = sa.dialects.postgresql.insert(ClassDistribution).on_conflict_do_nothing(
+            constraint="uq_class_distributions"
+        )
+        session.execute(statement, rows)
 
 
-def store_splits(
+def latest_augmentation(session: Session, version_id: int) -> Augmentation | None:
+    return session.scalar(
+        sa.select(Augmentation)
+        .where(Augmentation.version_id == version_id)
+        .order_by(Augmentation.id.desc())
+        .limit(1)
+    )
+
+
+def add_augmentation(
     session: Session,
-    dataset_id: int,
+    version: DatasetVersion,
+    recipe: dict[str, Any],
+    folder: str,
+    images: Sequence[ImageRow],
+    run_id: str | None,
+) -> Augmentation:
+    augmentation = Augmentation(
+        dataset_id=version.dataset_id,
+        version_id=version.id,
+        run_id=run_id,
+        recipe=recipe,
+        folder=folder,
+        images_made=len(images),
+    )
+    session.add(augmentation)
+    session.flush()
+    insert_images_with_labels(session, version, images, augmentation_id=augmentation.id)
+    return augmentation
+
+
+def latest_split(session: Session, version_id: int) -> SplitReport | None:
+    return session.scalar(
+        sa.select(SplitReport)
+        .where(SplitReport.version_id == version_id)
+        .order_by(SplitReport.id.desc())
+        .limit(1)
+    )
+
+
+def add_split(
+    session: Session,
+    version: DatasetVersion,
+    augmentation_id: int | None,
     assignment: dict[int, str | None],
     report: dict[str, Any],
-) -> None:
-    """Write each image's split (None = left out) with one UPDATE ... FROM (VALUES ...) and the report row."""
-    session.execute(sa.update(Image).where(Image.dataset_id == dataset_id).values(split=None))
-    pairs = [(image_id, split) for image_id, split in assignment.items() if split is not None]
-    if pairs:
-        values = sa.values(sa.column("id", sa.BigInteger), sa.column("split", sa.String), name="v").data(
-            pairs
-        )
+) -> SplitReport:
+    """A new split of a version: its report row and one assignment row per image that is in a split."""
+    split_report = SplitReport(
+        dataset_id=version.dataset_id, version_id=version.id, augmentation_id=augmentation_id, **report
+    )
+    session.add(split_report)
+    session.flush()
+    copy_rows(
+        session.connection(),
+        "split_assignments",
+        ("split_report_id", "image_id", "split"),
+        ((split_report.id, image_id, split) for image_id, split in assignment.items() if split is not None),
+    )
+    return split_report
+
+
+def assignments_of(session: Session, split_report_id: int) -> dict[int, str]:
+    return dict(
         session.execute(
-            sa.update(Image).where(Image.id == values.c.id).values(split=values.c.split),
-            execution_options={"synchronize_session": False},
-        )
-    session.execute(sa.delete(SplitReport).where(SplitReport.dataset_id == dataset_id))
-    session.add(SplitReport(dataset_id=dataset_id, **report))
+            sa.select(SplitAssignment.image_id, SplitAssignment.split).where(
+                SplitAssignment.split_report_id == split_report_id
+            )
+        ).all()
+    )
 
 
-def upsert_export(
-    session: Session, dataset_id: int, fmt: str, path: Path, size: int, sha256: str, run_id: str
+def add_export(
+    session: Session,
+    version: DatasetVersion,
+    split_report_id: int | None,
+    fmt: str,
+    path: str,
+    size: int,
+    sha256: str,
+    run_id: str | None,
 ) -> None:
-    statement = sa.dialects.postgresql.insert(Export).values(
-        dataset_id=dataset_id, format=fmt, path=str(path), size_bytes=size, sha256=sha256, run_id=run_id
-    )
-    session.execute(
-        statement.on_conflict_do_update(
-            constraint="uq_exports_dataset_format",
-            set_={
-                "path": statement.excluded.path,
-                "size_bytes": statement.excluded.size_bytes,
-                "sha256": statement.excluded.sha256,
-                "run_id": statement.excluded.run_id,
-                "created_at": sa.func.now(),
-            },
+    session.add(
+        Export(
+            dataset_id=version.dataset_id,
+            version_id=version.id,
+            split_report_id=split_report_id,
+            format=fmt,
+            path=path,
+            size_bytes=size,
+            sha256=sha256,
+            run_id=run_id,
         )
     )
 
 
-def exports_of(session: Session, dataset_id: int) -> list[Export]:
+def exports_of(session: Session, version_id: int) -> list[Export]:
+    """The newest export of a version in each format."""
     return list(
-        session.scalars(sa.select(Export).where(Export.dataset_id == dataset_id).order_by(Export.format))
+        session.scalars(
+            sa.select(Export)
+            .where(Export.version_id == version_id)
+            .distinct(Export.format)
+            .order_by(Export.format, Export.id.desc())
+        )
     )
 
 
 def set_status(session: Session, dataset: Dataset, status: str, reason: str | None = None) -> None:
+    """Where the dataset's newest version stands: the one column that moves as stages finish."""
     dataset.status = status
     dataset.status_reason = reason
 
@@ -397,48 +663,62 @@ def list_datasets(session: Session) -> list[Dataset]:
 # --- label edits -----------------------------------------------------------------------------------------
 
 
-def load_label_set(session: Session, dataset_id: int) -> tuple[LabelSet, dict[str, int]]:
-    """Classes and boxes of the dataset's original images (augmented copies are derived, not edited)."""
-    dataset = session.get(Dataset, dataset_id)
-    assert dataset is not None
-    rows = session.execute(
-        sa.select(Image.id, Image.relative_path, Image.width, Image.height, Image.label_state)
-        .where(Image.dataset_id == dataset_id, Image.is_augmented.is_(False))
-        .order_by(Image.relative_path)
-    ).all()
+def load_label_set(
+    session: Session, version: DatasetVersion, class_names: Sequence[str]
+) -> tuple[LabelSet, list[StoredImage]]:
+    """Classes and boxes of a version's original images (augmented copies are derived, not edited)."""
+    stored = load_images(session, version.id, usable_only=False)
     images = {
-        row.relative_path: ImageLabels(row.width, row.height, [], LabelState(row.label_state)) for row in rows
-    }
-    path_of = {row.id: row.relative_path for row in rows}
-    for image_id, box in _boxes_of(session, dataset_id):
-        path = path_of.get(image_id)
-        if path is not None:
-            images[path].boxes.append(box)
-    ids = {path: image_id for image_id, path in path_of.items()}
-    return LabelSet(list(dataset.class_names), images), ids
-
-
-def store_label_set(session: Session, dataset_id: int, labels: LabelSet, ids: dict[str, int]) -> None:
-    """Swap the original images' labels for `labels` in bulk; augmented copies, now stale, are removed."""
-    session.execute(sa.delete(Image).where(Image.dataset_id == dataset_id, Image.is_augmented.is_(True)))
-    session.execute(sa.delete(Label).where(Label.dataset_id == dataset_id))
-    states = sa.values(sa.column("id", sa.BigInteger), sa.column("state", sa.String), name="s").data(
-        [(ids[path], str(image.label_state)) for path, image in labels.images.items()]
-    )
-    if labels.images:
-        session.execute(
-            sa.update(Image).where(Image.id == states.c.id).values(label_state=states.c.state),
-            execution_options={"synchronize_session": False},
+        image.relative_path: ImageLabels(
+            image.width, image.height, list(image.boxes), LabelState(image.label_state)
         )
-    copy_labels(session, dataset_id, ((ids[path], image.boxes) for path, image in labels.images.items()))
-    dataset = session.get(Dataset, dataset_id)
-    assert dataset is not None
-    dataset.class_names = list(labels.class_names)
+        for image in stored
+    }
+    return LabelSet(list(class_names), images), stored
+
+
+def image_rows_with_labels(
+    stored: Sequence[StoredImage], labels: LabelSet, facts: dict[int, Image]
+) -> list[ImageRow]:
+    """The rows of a derived version: the parent's image facts with the given labels."""
+    rows = []
+    for image in stored:
+        fact = facts[image.id]
+        edited = labels.images[image.relative_path]
+        rows.append(
+            ImageRow(
+                relative_path=image.relative_path,
+                sha256=fact.sha256,
+                size_bytes=fact.size_bytes,
+                mtime_ns=fact.mtime_ns,
+                format=fact.format,
+                mode=fact.mode,
+                width=fact.width,
+                height=fact.height,
+                exif_orientation=fact.exif_orientation,
+                dhash=fact.dhash,
+                label_state=str(edited.label_state),
+                source_split=fact.source_split,
+                quarantined=fact.quarantined,
+                boxes=edited.boxes,
+            )
+        )
+    return rows
+
+
+def image_records(session: Session, version_id: int) -> dict[int, Image]:
+    """Every original image row of a version by id (facts a derived version takes over)."""
+    return {
+        image.id: image
+        for image in session.scalars(
+            sa.select(Image).where(Image.version_id == version_id, Image.augmentation_id.is_(None))
+        )
+    }
 
 
 def record_label_edits(
     session: Session,
-    dataset_id: int,
+    version: DatasetVersion,
     edited_by: str,
     edits: Sequence[LabelEdit],
     effects: Sequence[EditEffect],
@@ -448,7 +728,8 @@ def record_label_edits(
         sa.insert(LabelEditRecord),
         [
             {
-                "dataset_id": dataset_id,
+                "dataset_id": version.dataset_id,
+                "version_id": version.id,
                 "edited_by": edited_by,
                 "operation": edit.operation,
                 "params": edit.params(),
@@ -463,59 +744,75 @@ def record_label_edits(
     )
 
 
-def recorded_label_edits(session: Session, dataset_id: int) -> list[LabelEdit]:
-    """Every edit made to a dataset, oldest first: validation replays them after re-reading the files."""
-    params = session.scalars(
-        sa.select(LabelEditRecord.params)
-        .where(LabelEditRecord.dataset_id == dataset_id)
-        .order_by(LabelEditRecord.id)
-    )
-    return [LabelEdit.from_params(p) for p in params]
-
-
-def image_hashes(session: Session, dataset_id: int) -> dict[str, str]:
-    """relative path -> sha256 of the original images at the last validation (what re-validation compares)."""
-    return dict(
-        session.execute(
-            sa.select(Image.relative_path, Image.sha256).where(
-                Image.dataset_id == dataset_id, Image.is_augmented.is_(False)
-            )
-        ).all()
-    )
-
-
-def content_version(session: Session, dataset_id: int) -> str:
-    """A hash of what the rest of the graph reads from validation (classes, original images, their boxes):
-    the validated_dataset data version, equal whenever re-validating or editing changed nothing."""
-
-    def md5_of_rows(columns: Sequence[Any], order_by: Sequence[Any]) -> Any:
-        row = sa.func.concat_ws("|", *columns)
-        return sa.func.coalesce(
-            sa.func.md5(sa.func.string_agg(row, aggregate_order_by(sa.literal("\n"), *order_by))), ""
+def labels_content_hash(class_names: Sequence[str], images: Iterable[ImageRow]) -> str:
+    """A hash of what the rest of the graph reads from a version (classes, original images, quarantine
+    decisions, boxes): the `labels` data version, equal whenever two versions hold the same labels."""
+    digest = hashlib.sha256(json.dumps(list(class_names)).encode())
+    for image in sorted(images, key=lambda row: row.relative_path):
+        digest.update(
+            f"\n{image.relative_path}|{image.sha256}|{image.quarantined}|{image.label_state}|{image.source_split}".encode()
         )
-
-    originals = (Image.dataset_id == dataset_id, Image.is_augmented.is_(False))
-    image_fields = (
-        Image.relative_path,
-        Image.sha256,
-        Image.quarantined,
-        Image.label_state,
-        Image.source_split,
-    )
-    images = sa.select(md5_of_rows(image_fields, [Image.relative_path])).where(*originals)
-    box_fields = (Label.class_index, Label.x_min, Label.y_min, Label.x_max, Label.y_max)
-    labels = (
-        sa.select(
-            md5_of_rows(
-                (Image.relative_path, *box_fields, sa.cast(Label.attributes, sa.Text)),
-                [Image.relative_path, *box_fields, Label.id],
+        for box in image.boxes:
+            attributes = json.dumps(dict(box.attributes), sort_keys=True)
+            digest.update(
+                f";{box.class_index},{box.x_min!r},{box.y_min!r},{box.x_max!r},{box.y_max!r},{attributes}".encode()
             )
+    return digest.hexdigest()[:32]
+
+
+# --- pruning -----------------------------------------------------------------------------------------------
+
+
+def prune_versions(session: Session, dataset: Dataset, keep: int) -> tuple[list[int], set[str]]:
+    """Delete all but the newest `keep` versions of a dataset with everything computed from them.
+
+    Returns the pruned version numbers and the storage paths (relative) that no kept version refers to any more,
+    for the caller to delete once this transaction has committed.
+    """
+    if keep < 1:
+        raise ValueError("keep at least one version")
+    versions = versions_of(session, dataset.id)
+    pruned, kept = versions[:-keep], versions[-keep:]
+    if not pruned:
+        return [], set()
+    pruned_ids = [v.id for v in pruned]
+
+    def paths(ids: Sequence[int]) -> set[str]:
+        found = {p for v in versions if v.id in ids for p in (v.files_path, v.source_path)}
+        found |= set(session.scalars(sa.select(Augmentation.folder).where(Augmentation.version_id.in_(ids))))
+        found |= set(session.scalars(sa.select(Export.path).where(Export.version_id.in_(ids))))
+        return found
+
+    unreferenced = paths(pruned_ids) - paths([v.id for v in kept])
+    session.execute(sa.delete(DatasetVersion).where(DatasetVersion.id.in_(pruned_ids)))
+    return [v.number for v in pruned], unreferenced
+
+
+# --- what the CLI reads across versions -------------------------------------------------------------------
+
+
+def validations_of(session: Session, version_ids: Sequence[int]) -> dict[int, VersionValidation]:
+    """The verdicts of several versions at once (versions not validated yet are absent)."""
+    if not version_ids:
+        return {}
+    return {
+        verdict.version_id: verdict
+        for verdict in session.scalars(
+            sa.select(VersionValidation).where(VersionValidation.version_id.in_(list(version_ids)))
         )
-        .select_from(Label)
-        .join(Image, Image.id == Label.image_id)
-        .where(*originals)
+    }
+
+
+def export_formats_by_version(session: Session, dataset_id: int) -> dict[int, list[str]]:
+    """Version number -> the formats it has an export in, for versions that have any, oldest version first."""
+    rows = session.execute(
+        sa.select(DatasetVersion.number, Export.format)
+        .join(Export, Export.version_id == DatasetVersion.id)
+        .where(DatasetVersion.dataset_id == dataset_id)
+        .distinct()
+        .order_by(DatasetVersion.number, Export.format)
     )
-    dataset = session.get(Dataset, dataset_id)
-    assert dataset is not None
-    parts = (json.dumps(dataset.class_names), session.scalar(images), session.scalar(labels))
-    return hashlib.sha256("\0".join(part or "" for part in parts).encode()).hexdigest()[:32]
+    formats: dict[int, list[str]] = {}
+    for number, fmt in rows:
+        formats.setdefault(number, []).append(fmt)
+    return formats

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Collection
 
 PARTITION_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _UNSAFE = re.compile(r"[^a-z0-9_-]+")
@@ -29,27 +28,18 @@ def _slug(text: str) -> str:
     return _UNSAFE.sub("-", text.lower()).strip("-_") or "x"
 
 
-def partition_key_for(user: str, project: str, name: str, version: int = 1) -> str:
-    """`user-project-name[-vN]`, lower case; a short hash suffix keeps it unique when slugging lost information."""
-    raw = f"{user}-{project}-{name}" + (f"-v{version}" if version > 1 else "")
-    key = "-".join(_slug(part) for part in (user, project, name)) + (f"-v{version}" if version > 1 else "")
+def partition_key_for(user: str, project: str, name: str) -> str:
+    """`user-project-name`, lower case; a short hash suffix keeps it unique when slugging lost information.
+
+    Every version of a dataset shares its key: the partition's materialisations are the version history.
+    """
+    raw = f"{user}-{project}-{name}"
+    key = "-".join(_slug(part) for part in (user, project, name))
     if key != raw or len(key) > 64:
         suffix = hashlib.sha256(raw.encode()).hexdigest()[:6]
         key = f"{key[: 64 - 7].rstrip('-_')}-{suffix}"
     assert PARTITION_KEY.fullmatch(key), key
     return key
-
-
-def next_partition_key(user: str, project: str, name: str, taken: Collection[str]) -> tuple[str, int]:
-    """The first free (key, version) for a dataset name: a changed file under the same name is version 2."""
-    version = 1
-    while (key := partition_key_for(user, project, name, version)) in taken:
-        version += 1
-    return key, version
-
-
-def dataset_folder_name(name: str, version: int) -> str:
-    return name if version == 1 else f"{name}-v{version}"
 
 
 def dataset_name_from_drop(file_name: str) -> str:

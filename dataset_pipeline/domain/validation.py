@@ -98,8 +98,8 @@ class ValidationOutcome:
 
     @property
     def error_share(self) -> float:
-        """Quarantined images / all images: the number to alert on."""
-        return len(self.quarantined) / len(self.images) if self.images else 0.0
+        """Quarantined images / all images: the number to alert on (`GateDecision` says the same)."""
+        return error_share(len(self.quarantined), len(self.images))
 
     def counts_by_severity(self) -> dict[str, int]:
         counts = Counter(issue.severity.value for issue in self.issues)
@@ -633,13 +633,90 @@ def validate(
     )
 
 
-def summarize_markdown(outcome: ValidationOutcome, max_problems: int = 20) -> str:
-    """A short report for the Dagster UI: verdict, counts by severity and code, then the first problems."""
-    total = len(outcome.images)
-    verdict = "**FAILED** (strict policy: any error rejects the upload)" if outcome.failed else "passed"
+def error_share(quarantined: int, images: int, missing: int = 0) -> float:
+    """Images a model loses (quarantined, or gone from disk) over all images the version had: one formula."""
+    return (quarantined + missing) / max(1, images + missing)
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    """The one verdict on a version: the blocking check, the UI summary and the dataset status all read it."""
+
+    passed: bool
+    reason: str | None
+    images: int
+    usable: int
+    quarantined: int
+    missing: int
+    error_share: float
+    policy: Policy
+    max_error_share: float
+
+    def headline(self) -> str:
+        verdict = "passed" if self.passed else "FAILED"
+        line = (
+            f"**Validation {verdict}** — {self.images:,} images, {self.usable:,} usable, "
+            f"{self.quarantined:,} quarantined"
+        )
+        if self.missing:
+            line += f", {self.missing:,} missing"
+        line += (
+            f" ({self.error_share:.1%}), policy `{self.policy}`, at most {self.max_error_share:.0%} may be lost."
+        )
+        return line + (f" {self.reason}." if self.reason else "")
+
+
+def decide_gate(
+    *,
+    images: int,
+    usable: int,
+    quarantined: int,
+    missing: int = 0,
+    policy: Policy,
+    max_error_share: float,
+    strict_error: bool = False,
+) -> GateDecision:
+    """Whether a version may go on: something usable left, not too much lost, and no error under `strict`."""
+    share = error_share(quarantined, images, missing)
+    problems = []
+    if policy == "strict" and (strict_error or missing):
+        problems.append("the strict policy rejects any error")
+    if usable == 0:
+        problems.append("no usable image is left")
+    if share > max_error_share:
+        problems.append(f"{share:.0%} of the images are lost, over the {max_error_share:.0%} limit")
+    return GateDecision(
+        passed=not problems,
+        reason="; ".join(problems).capitalize() if problems else None,
+        images=images,
+        usable=usable,
+        quarantined=quarantined,
+        missing=missing,
+        error_share=round(share, 4),
+        policy=policy,
+        max_error_share=max_error_share,
+    )
+
+
+def decide_for(outcome: ValidationOutcome, max_error_share: float, missing: int = 0) -> GateDecision:
+    return decide_gate(
+        images=len(outcome.images),
+        usable=len(outcome.usable_images),
+        quarantined=len(outcome.quarantined),
+        missing=missing,
+        policy=outcome.policy,
+        max_error_share=max_error_share,
+        strict_error=outcome.failed,
+    )
+
+
+def summarize_markdown(
+    outcome: ValidationOutcome, decision: GateDecision | None = None, max_problems: int = 20
+) -> str:
+    """A short report for the Dagster UI: the gate's verdict, counts by severity and code, the first problems."""
+    decision = decision or decide_for(outcome, max_error_share=1.0)
     lines = [
-        f"**Validation {verdict}** — {total:,} images, {len(outcome.usable_images):,} usable, "
-        f"{len(outcome.quarantined):,} quarantined ({outcome.error_share:.1%}), policy `{outcome.policy}`.",
+        decision.headline(),
         "",
         "| severity | issues |",
         "|---|---:|",

@@ -70,6 +70,16 @@ class DatasetStorage(dg.ConfigurableResource, ABC):
     def write_bytes(self, target: Path, data: bytes) -> Path:
         """Write atomically: a temporary file in the same folder, then `os.replace`."""
 
+    @abstractmethod
+    def relative(self, path: Path) -> str:
+        """The root-relative posix string the database stores for a path under the root."""
+
+    def version_dir(self, user: str, project: str, dataset: str, number: int) -> Path:
+        """Folder of one version of a dataset (its kept upload, unpacked files, augmentations, exports)."""
+        path = self.dataset_dir(user, project, dataset) / f"v{number}"
+        path.mkdir(exist_ok=True)
+        return path
+
 
 class LocalDatasetStorage(DatasetStorage):
     """Datasets on the local disk under `root` (DATASET_STORAGE_ROOT, default ./storage)."""
@@ -128,6 +138,13 @@ class LocalDatasetStorage(DatasetStorage):
         with atomic_writer(target) as handle:
             handle.write(data)
         return target
+
+    def relative(self, path: Path) -> str:
+        root = self.root_path
+        absolute = Path(os.path.abspath(path))
+        if not absolute.is_relative_to(root):
+            raise UnsafePathError(f"{path} is not under the storage root {root}")
+        return absolute.relative_to(root).as_posix()
 
 
 @contextlib.contextmanager

@@ -29,7 +29,6 @@ from dataset_pipeline.domain.inbox import place_in_inbox
 from dataset_pipeline.domain.model import DatasetFormat
 from dataset_pipeline.domain.synthetic import generate_dataset
 from dataset_pipeline.embedded_postgres import ensure_database, start_embedded
-from dataset_pipeline.sensors import DATASET_TAG
 from dataset_pipeline_tests.databases import fresh_database
 from dataset_pipeline_tests.dev_server import DevServer, process_tree, running_dev_server
 from dataset_pipeline_tests.faults.database_locks import table_locked, writers_waiting_on_a_lock
@@ -312,13 +311,13 @@ def test_a_new_version_dropped_while_its_dataset_runs_queues_behind_it(
         second = server.wait_for(
             "the new version's run",
             lambda: next(
-                (r for r in server.runs({DATASET_TAG: first_key}) if r["runId"] != first["runId"]), None
+                (r for r in server.runs({"dagster/partition": first_key}) if r["runId"] != first["runId"]), None
             ),
             120,
         )
         assert second["tags"]["dagster/partition"] == f"{first_key}-v2"
         time.sleep(6)  # several coordinator ticks: it stays queued while the first run is in progress
-        statuses = {run["runId"]: run["status"] for run in server.runs({DATASET_TAG: first_key})}
+        statuses = {run["runId"]: run["status"] for run in server.runs({"dagster/partition": first_key})}
         assert statuses == {first["runId"]: "STARTED", second["runId"]: "QUEUED"}
     done_first = wait_for_run(server, first_key, "SUCCESS")
     done_second = wait_for_run(server, f"{first_key}-v2", "SUCCESS")

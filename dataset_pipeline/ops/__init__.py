@@ -1,1 +1,0 @@
-"""Ops for jobs that are not asset materialisations (label edits)."""
