@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
 from dataset_pipeline.db.bulk import copy_rows
@@ -644,7 +645,7 @@ def exports_of(session: Session, version_id: int) -> list[Export]:
         session.scalars(
             sa.select(Export)
             .where(Export.version_id == version_id)
-            .distinct(Export.format)
+            .ext(distinct_on(Export.format))
             .order_by(Export.format, Export.id.desc())
         )
     )

@@ -30,37 +30,47 @@ def _run(dagster_instance, resources, source, name="sample", **kwargs):
     )
 
 
+def _newest(session, key):
+    """(dataset, its newest version, that version's verdict)."""
+    dataset = repository.find_dataset(session, key)
+    version = repository.version_of(session, dataset)
+    return dataset, version, repository.validation_of(session, version.id)
+
+
 @pytest.mark.parametrize("fmt", ["yolo", "coco", "voc"])
 def test_whole_graph_for_each_format(fmt, tmp_path, db, dagster_instance, resources, storage_root):
     source = generate_dataset(tmp_path / "upload", n_images=24, fmt=DatasetFormat(fmt), seed=3, zipped=True)
     key, result = _run(dagster_instance, resources, source, name=f"s-{fmt}")
     assert result.success
     with db.session() as session:
-        dataset = repository.find_dataset(session, key)
+        dataset, version, verdict = _newest(session, key)
         assert dataset.status == "exported"
-        assert dataset.format == fmt
+        assert (version.number, version.cause, version.format) == (1, "upload", fmt)
+        assert verdict.passed and verdict.summary["images"] == 24
         images = session.execute(
-            sa.text("SELECT count(*) FROM images WHERE dataset_id = :d AND NOT is_augmented"),
-            {"d": dataset.id},
+            sa.text("SELECT count(*) FROM images WHERE version_id = :v AND NOT is_augmented"),
+            {"v": version.id},
         ).scalar_one()
         assert images == 24
         distribution = session.execute(
-            sa.text("SELECT sum(boxes) FROM class_distributions WHERE dataset_id = :d AND split = 'all'"),
-            {"d": dataset.id},
+            sa.text("SELECT sum(boxes) FROM class_distributions WHERE version_id = :v AND split = 'all'"),
+            {"v": version.id},
         ).scalar_one()
         labels = session.execute(
             sa.text(
                 "SELECT count(*) FROM labels l JOIN images i ON i.id = l.image_id "
-                "WHERE l.dataset_id = :d AND NOT i.is_augmented"
+                "WHERE l.version_id = :v AND NOT i.is_augmented"
             ),
-            {"d": dataset.id},
+            {"v": version.id},
         ).scalar_one()
         assert distribution == labels > 0
-        exports = repository.exports_of(session, dataset.id)
+        exports = repository.exports_of(session, version.id)
+        stored_paths = [version.files_path, version.source_path, *(e.path for e in exports)]
+    assert not any(Path(p).is_absolute() for p in stored_paths), "the database holds root-relative paths only"
     assert {e.format for e in exports} == {"yolo", "coco", "voc"}
     for export in exports:
-        path = Path(export.path)
-        assert path.is_file() and path.is_relative_to(storage_root)
+        path = storage_root / export.path
+        assert path.is_file()
         with zipfile.ZipFile(path) as archive:
             manifest = json.loads(archive.read("manifest.json"))
             assert manifest["dataset"] == key and manifest["format"] == export.format
@@ -88,6 +98,7 @@ def test_hostile_upload_fails_cleanly_and_leaves_other_datasets_alone(
     with db.session() as session:
         failed = repository.find_dataset(session, bad_key)
         assert failed.status == "failed" and "escape.txt" in failed.status_reason
+        assert repository.versions_of(session, failed.id) == [], "a refused upload makes no version"
         assert repository.find_dataset(session, key).status == "exported"
     after = sorted(p.relative_to(storage_root).as_posix() for p in storage_root.rglob("*"))
     assert not (tmp_path / "escape.txt").exists() and not (storage_root.parent / "escape.txt").exists()
@@ -118,17 +129,23 @@ def test_exporting_again_gives_identical_zips_but_for_the_run_id(tmp_path, db, d
 
     source = generate_dataset(tmp_path / "up", n_images=10, fmt=DatasetFormat.VOC, seed=6, zipped=True)
     key, first_run = _run(dagster_instance, resources, source, name="again")
-    with db.session() as session:
-        exports = {
-            e.format: Path(e.path)
-            for e in repository.exports_of(session, repository.find_dataset(session, key).id)
-        }
+    root = Path(resources["storage"].root)
+
+    def newest_exports():
+        with db.session() as session:
+            _, version, _ = _newest(session, key)
+            return {e.format: root / e.path for e in repository.exports_of(session, version.id)}
+
+    exports = newest_exports()
     before = {fmt: (path.read_bytes(), _zip_entries(path)) for fmt, path in exports.items()}
 
     second_run = dg_materialize_export(dagster_instance, resources, key, ALL_ASSETS)
+    again = newest_exports()
     for fmt, path in exports.items():
+        assert again[fmt] != path, "a new export is a new file; the first one stays"
+        assert path.read_bytes() == before[fmt][0], "an earlier export is never rewritten"
         old_bytes, old_entries = before[fmt]
-        new_entries = _zip_entries(path)
+        new_entries = _zip_entries(again[fmt])
         assert new_entries.keys() == old_entries.keys()
         for name in old_entries:
             if name != "manifest.json":
@@ -143,7 +160,7 @@ def test_exporting_again_gives_identical_zips_but_for_the_run_id(tmp_path, db, d
         )
         assert old_manifest == new_manifest
         # same order, timestamps and compression for every entry: the zip is reproducible but for the run id
-        assert _zip_layout(path) == _zip_layout_of(old_bytes)
+        assert _zip_layout(again[fmt]) == _zip_layout_of(old_bytes)
 
 
 def _zip_layout(path: Path) -> list[tuple]:
@@ -175,18 +192,20 @@ def test_the_coco_export_loads_in_pycocotools_with_every_box_on_its_image(
     source = generate_dataset(tmp_path / "up", n_images=16, fmt=DatasetFormat.YOLO, seed=9, zipped=True)
     key, _ = _run(dagster_instance, resources, source, name="cocoapi")
     with db.session() as session:
-        dataset = repository.find_dataset(session, key)
-        export = next(e for e in repository.exports_of(session, dataset.id) if e.format == "coco")
+        _, version, verdict = _newest(session, key)
+        export = next(e for e in repository.exports_of(session, version.id) if e.format == "coco")
+        split = repository.latest_split(session, version.id)
+        assigned = repository.assignments_of(session, split.id)
         expected = {}  # exported file stem -> sorted boxes as (class name, x, y, w, h)
-        for image in repository.load_usable_images(session, dataset.id):
-            if image.split is None:  # an augmented copy of a val/test image: left out of every split
+        for image in repository.load_images(session, version.id, augmentation_id=split.augmentation_id):
+            if image.id not in assigned:  # an augmented copy of a val/test image: left out of every split
                 continue
             stem = Path(export_file_name(image.relative_path, image.is_augmented)).stem
             expected[stem] = sorted(
-                (dataset.class_names[b.class_index], b.x_min, b.y_min, b.width, b.height) for b in image.boxes
+                (verdict.class_names[b.class_index], b.x_min, b.y_min, b.width, b.height) for b in image.boxes
             )
     unpacked = tmp_path / "export"
-    zipfile.ZipFile(export.path).extractall(unpacked)
+    zipfile.ZipFile(Path(resources["storage"].root) / export.path).extractall(unpacked)
     seen = {}
     for annotation_file in sorted(unpacked.rglob("instances_*.json")):
         api = coco_api.COCO(str(annotation_file))

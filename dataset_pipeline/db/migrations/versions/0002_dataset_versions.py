@@ -44,10 +44,11 @@ def _storage_root() -> str:
 
 def _version_fk(table: str, nullable: bool = False) -> None:
     op.add_column(table, sa.Column("version_id", sa.BigInteger(), nullable=True))
+    # A Core statement rather than formatted SQL: SQLAlchemy quotes the table name and renders UPDATE ... FROM.
+    child = sa.table(table, sa.column("dataset_id"), sa.column("version_id"))
+    versions = sa.table("dataset_versions", sa.column("id"), sa.column("dataset_id"))
     op.execute(
-        sa.text(
-            f"UPDATE {table} t SET version_id = v.id FROM dataset_versions v WHERE v.dataset_id = t.dataset_id"
-        )
+        sa.update(child).values(version_id=versions.c.id).where(versions.c.dataset_id == child.c.dataset_id)
     )
     if not nullable:
         op.alter_column(table, "version_id", nullable=False)
@@ -58,10 +59,9 @@ def _version_fk(table: str, nullable: bool = False) -> None:
 
 def upgrade() -> None:
     root = _storage_root().rstrip("/") + "/"
-    # A prefix comparison, not LIKE: '_' and '%' in the root's name would be wildcards there.
-    relative = (
-        "CASE WHEN left({col}, length(:root)) = :root THEN substr({col}, length(:root) + 1) ELSE {col} END"
-    )
+    # Paths under `root` lose that prefix in the statements below that bind :root, each spelled out per column
+    # (no SQL is built by string formatting). A prefix comparison, not LIKE: '_' and '%' in the root's name
+    # would be wildcards there.
 
     op.create_table(
         "dataset_versions",
@@ -95,10 +95,13 @@ def upgrade() -> None:
             "INSERT INTO dataset_versions (dataset_id, number, cause, created_by, upload_sha256, source_path, "
             "source_kind, files_path, format, layout, file_count, total_bytes, created_at) "
             "SELECT d.id, 1, 'upload', u.name, d.content_sha256, "
-            + relative.format(col="d.source_path")
-            + ", d.source_kind, "
-            + relative.format(col="coalesce(d.storage_path, '') || '/files'")
-            + ", d.format, d.layout, d.file_count, d.total_bytes, d.created_at "
+            "CASE WHEN left(d.source_path, length(:root)) = :root "
+            "THEN substr(d.source_path, length(:root) + 1) ELSE d.source_path END, "
+            "d.source_kind, "
+            "CASE WHEN left(coalesce(d.storage_path, '') || '/files', length(:root)) = :root "
+            "THEN substr(coalesce(d.storage_path, '') || '/files', length(:root) + 1) "
+            "ELSE coalesce(d.storage_path, '') || '/files' END, "
+            "d.format, d.layout, d.file_count, d.total_bytes, d.created_at "
             "FROM datasets d JOIN projects p ON p.id = d.project_id JOIN users u ON u.id = p.user_id "
             "WHERE d.storage_path IS NOT NULL ORDER BY d.id"
         ).bindparams(root=root)
@@ -154,8 +157,10 @@ def upgrade() -> None:
             "INSERT INTO augmentations (dataset_id, version_id, recipe, folder, images_made) "
             "SELECT i.dataset_id, i.version_id, "
             "(array_agg(i.recipe - 'copy_index' - 'seed' ORDER BY i.id))[1], "
-            + relative.format(col="coalesce(min(d.storage_path), '') || '/augmented'")
-            + ", count(*) FROM images i JOIN datasets d ON d.id = i.dataset_id "
+            "CASE WHEN left(coalesce(min(d.storage_path), '') || '/augmented', length(:root)) = :root "
+            "THEN substr(coalesce(min(d.storage_path), '') || '/augmented', length(:root) + 1) "
+            "ELSE coalesce(min(d.storage_path), '') || '/augmented' END, "
+            "count(*) FROM images i JOIN datasets d ON d.id = i.dataset_id "
             "WHERE i.is_augmented GROUP BY i.dataset_id, i.version_id"
         ).bindparams(root=root)
     )
@@ -226,7 +231,12 @@ def upgrade() -> None:
     op.execute(
         "UPDATE exports e SET split_report_id = s.id FROM split_reports s WHERE s.version_id = e.version_id"
     )
-    op.execute(sa.text("UPDATE exports SET path = " + relative.format(col="path")).bindparams(root=root))
+    op.execute(
+        sa.text(
+            "UPDATE exports SET path = CASE WHEN left(path, length(:root)) = :root "
+            "THEN substr(path, length(:root) + 1) ELSE path END"
+        ).bindparams(root=root)
+    )
     op.create_foreign_key(
         "fk_exports_split_report",
         "exports",
