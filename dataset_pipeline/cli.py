@@ -1,4 +1,4 @@
-"""The `dataset-pipeline` command: run the UI, run the demo, submit uploads, list datasets, fetch exports."""
+"""The `dataset-pipeline` command: the UI, the demo, submitting uploads, and list, download, diff, prune."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from sqlalchemy.orm import Session
+
     from dataset_pipeline.db.database import Database
+    from dataset_pipeline.db.models import Dataset, DatasetVersion, VersionValidation
+    from dataset_pipeline.resources.storage import DatasetStorage
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 
@@ -34,6 +40,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from dataset_pipeline.domain.model import DatasetFormat
     from dataset_pipeline.domain.synthetic import generate_dataset
     from dataset_pipeline.local_run import process_upload
+    from dataset_pipeline.resources.storage import LocalDatasetStorage
     from dataset_pipeline.runtime import prepare_runtime
 
     runtime = prepare_runtime()
@@ -56,18 +63,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     name=f"sample-{args.format}-{args.seed}-{args.images}",
                 )
         database = Database(runtime.database_url)
+        storage = LocalDatasetStorage()
         with database.session() as session:
             dataset = repository.find_dataset(session, key)
             assert dataset is not None
             print(f"\ndataset {key}: status {dataset.status}")
-            summary = dataset.validation_summary
-            print(
-                f"  images {summary.get('images')}, usable {summary.get('usable_images')}, "
-                f"quarantined {summary.get('quarantined')}, issues by severity {summary.get('by_severity')}"
-            )
-            print("  exports:")
-            for export in repository.exports_of(session, dataset.id):
-                print(f"    {export.format:5s} {export.path}  ({export.size_bytes:,} bytes)")
+            version = repository.latest_version(session, dataset.id)
+            verdict = repository.validation_of(session, version.id) if version is not None else None
+            if version is None or verdict is None:
+                print(f"  no validated version: {dataset.status_reason or 'see the run in the Dagster UI'}")
+            else:
+                summary = verdict.summary or {}
+                print(
+                    f"  version {version.number}: images {summary.get('images')}, usable "
+                    f"{summary.get('usable_images')}, quarantined {summary.get('quarantined')}, issues by "
+                    f"severity {summary.get('by_severity')}"
+                )
+                print("  exports:")
+                for export in repository.exports_of(session, version.id):
+                    print(
+                        f"    {export.format:5s} {_shown_path(storage, export.path)}  ({export.size_bytes:,} bytes)"
+                    )
         database.dispose()
         return EXIT_OK if result.success else EXIT_FAILURE
     finally:
@@ -107,20 +123,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
             versions = repository.versions_of(session, dataset.id)
             verdicts = repository.validations_of(session, [v.id for v in versions])
             newest = versions[-1] if versions else None
-            summary = verdicts[newest.id].summary if newest is not None and newest.id in verdicts else {}
+            verdict = verdicts.get(newest.id) if newest is not None else None
+            summary = (verdict.summary or {}) if verdict is not None else {}
+            version = f"v{newest.number} {newest.format or '-'}" if newest is not None else "no version"
             print(
-                f"{dataset.id:>4}  {dataset.partition_key:40s} {user}/{project}  {dataset.status:10s} "
-                f"{f'v{newest.number}' if newest else 'v-':>4} {(newest.format if newest else None) or '-':5s} "
+                f"{dataset.id:>4}  {dataset.partition_key:40s} {user}/{project}  {dataset.status:10s} {version:9s} "
                 f"images={summary.get('images', '-')} usable={summary.get('usable_images', '-')} "
                 f"quarantined={summary.get('quarantined', '-')}"
             )
             if dataset.status_reason:
                 print(f"      reason: {dataset.status_reason}")
-            for version in versions:
-                print(f"      {_version_line(version, verdicts.get(version.id))}")
-            if newest is not None:
-                for export in repository.exports_of(session, newest.id):
-                    print(f"      {export.format:5s} {_shown_path(storage, export.path)}")
+            for each in versions:
+                print(f"      {_version_line(each, verdicts.get(each.id))}")
+            exports = repository.exports_of(session, newest.id) if newest is not None else []
+            if exports:
+                print(f"      exports of v{newest.number}:")
+            for export in exports:
+                print(f"        {export.format:5s} {_shown_path(storage, export.path)}")
     return EXIT_OK
 
 
@@ -227,9 +246,14 @@ def _why_no_export(
     )
     verdict = repository.validation_of(session, version.id)
     if verdict is not None and not verdict.passed:
+        fix = {
+            "label_edit": "edit its labels again to fix what validation found",
+            "revalidation": f"fix the files under {version.files_path} and re-validate",
+        }.get(version.cause, "fix the upload and submit it again (`dataset-pipeline submit`)")
         return (
             f"{where} failed validation ({verdict.reason or 'no reason recorded'}), so it is never exported; "
-            f"{elsewhere}. Fix the upload and submit it again (`dataset-pipeline submit`)."
+            f"{elsewhere}. To get a new version, {fix}; the validation report in the Dagster UI lists each "
+            "problem by file and line."
         )
     if verdict is None:
         return (
@@ -264,6 +288,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     """What changed between two versions: images, boxes, classes, splits."""
     import json
 
+    from dataset_pipeline.db import repository
     from dataset_pipeline.db.models import DatasetVersion
     from dataset_pipeline.db.version_content import load_version_content
     from dataset_pipeline.domain.version_diff import diff_versions
@@ -289,7 +314,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
             return found
         old = found[1]
         for version in (old, new):
-            if not session.get(VersionValidation, version.id):
+            if repository.validation_of(session, version.id) is None:
                 print(
                     f"note: version {version.number} of dataset {dataset.partition_key} is not validated yet, "
                     "so it has no images or labels to compare",
@@ -302,9 +327,11 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 def _cmd_prune(args: argparse.Namespace) -> int:
     """Delete all but the newest versions of a dataset, then the files only they referred to."""
+    import sqlalchemy as sa
+
     from dataset_pipeline.db import repository
     from dataset_pipeline.db.models import Dataset
-    from dataset_pipeline.resources.storage import LocalDatasetStorage
+    from dataset_pipeline.resources.storage import LocalDatasetStorage, UnsafePathError
 
     storage = LocalDatasetStorage()
     with _open_database() as database, database.session() as session:
@@ -324,16 +351,21 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if not pruned:
         print(f"dataset {key} has no more than {args.keep} version(s); nothing to prune")
         return EXIT_OK
-    dataset_dir = storage.resolve(f"{user}/{project}/{dataset.name}")
+    try:
+        dataset_dir = storage.resolve(f"{user}/{project}/{dataset.name}")
+    except UnsafePathError:
+        dataset_dir = None  # then no emptied folder is removed, only the paths the database named
     numbers = ", ".join(map(str, pruned))
     if not args.yes:
-        print(f"dry run: would delete version(s) {numbers} of dataset {key} and everything computed from them")
+        print(
+            f"dry run: would delete version(s) {numbers} of dataset {key} and everything computed from them"
+        )
         total = 0
         for relative in sorted(paths):
             path, problem = _prunable(storage, relative)
             size = _tree_size(path) if path is not None and problem is None else 0
             total += size
-            print(f"  would remove {relative} ({problem or f'{size:,} bytes'})")
+            print(f"  would {'skip' if problem else 'remove'} {relative} ({problem or f'{size:,} bytes'})")
         print(f"would free {total:,} bytes; run again with --yes to do it")
         return EXIT_OK
     print(f"deleted version(s) {numbers} of dataset {key} and everything computed from them")
@@ -352,7 +384,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             continue
         freed += size
         print(f"  removed {relative} ({size:,} bytes)")
-        _remove_empty_parents(path, dataset_dir)
+        if dataset_dir is not None:
+            _remove_empty_parents(path, dataset_dir)
     print(f"freed {freed:,} bytes")
     return EXIT_FAILURE if failed else EXIT_OK
 
@@ -389,7 +422,7 @@ def _remove(path: Path) -> None:
     """Delete a file or a folder tree; symlinks inside are removed, never followed; what is gone is fine."""
     import shutil
 
-    def ignore_gone(function, name, exc_info) -> None:  # noqa: ANN001 - shutil's callback signature
+    def ignore_gone(function: object, name: str, exc_info: tuple) -> None:
         if not isinstance(exc_info[1], FileNotFoundError):
             raise exc_info[1]
 
@@ -433,6 +466,16 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dataset-pipeline",
@@ -465,14 +508,50 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--name", help="dataset name (default: the file name without .zip)")
     submit.set_defaults(handler=_cmd_submit)
 
-    listing = sub.add_parser("list", help="datasets with status, counts and export paths")
+    listing = sub.add_parser(
+        "list", help="datasets with their versions, verdicts and the newest version's export paths"
+    )
     listing.set_defaults(handler=_cmd_list)
 
-    download = sub.add_parser("download", help="copy a dataset's export zip (the old GET /download/{id})")
+    download = sub.add_parser(
+        "download",
+        help="copy the export zip of a version (the old GET /download/{id})",
+        description="Copy the newest export of a dataset version in one format. "
+        "Exit codes: 0 written, 1 could not copy, 3 no such dataset, version or export.",
+    )
     download.add_argument("dataset", help="partition key (see `list`) or numeric dataset id")
+    download.add_argument("--version", type=_positive, help="version number (default: the newest)")
     download.add_argument("--format", choices=["yolo", "coco", "voc"], default="yolo")
     download.add_argument("-o", "--output", help="where to write the zip (default: its own name, here)")
     download.set_defaults(handler=_cmd_download)
+
+    diff = sub.add_parser(
+        "diff",
+        help="what changed between two versions: images, boxes, classes, splits",
+        description="Compare two versions of a dataset. Exit codes: 0 compared, 2 nothing to compare with, "
+        "3 no such dataset or version.",
+    )
+    diff.add_argument("dataset", help="partition key (see `list`) or numeric dataset id")
+    diff.add_argument(
+        "--from", dest="from_", type=_positive, help="older version (default: the parent of --to)"
+    )
+    diff.add_argument("--to", type=_positive, help="newer version (default: the newest)")
+    diff.add_argument("--json", action="store_true", help="print the diff as JSON instead of a summary")
+    diff.set_defaults(handler=_cmd_diff)
+
+    prune = sub.add_parser(
+        "prune",
+        help="delete all but the newest N versions and the files only they used (dry run without --yes)",
+        description="Delete the older versions of a dataset with everything computed from them, then the "
+        "files no kept version refers to. Without --yes only prints what it would remove. "
+        "Exit codes: 0 done, 1 some files could not be removed, 3 no such dataset.",
+    )
+    prune.add_argument("dataset", help="partition key (see `list`) or numeric dataset id")
+    prune.add_argument(
+        "--keep", type=_positive, required=True, help="how many of the newest versions to keep"
+    )
+    prune.add_argument("--yes", action="store_true", help="really delete (default: dry run)")
+    prune.set_defaults(handler=_cmd_prune)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""The command line against a real database: list and download after the graph ran."""
+"""The command line: submit, help, and list and download after the whole graph ran (see test_cli_versions.py for
+the version commands on data written directly)."""
 
 import zipfile
 
@@ -17,12 +18,13 @@ def test_help_reads_well(capsys):
         cli.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("dev", "demo", "submit", "list", "download"):
+    for command in ("dev", "demo", "submit", "list", "download", "diff", "prune"):
         assert command in out
 
 
 def test_list_and_download(tmp_path, db, dagster_instance, storage_root, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", db.url)
+    monkeypatch.setenv("DATASET_STORAGE_ROOT", str(storage_root))  # export paths are relative to it
     source = generate_dataset(tmp_path / "up", n_images=10, fmt=DatasetFormat.COCO, seed=2, zipped=True)
     resources = {
         "database": DatabaseResource(url=db.url),
@@ -34,7 +36,8 @@ def test_list_and_download(tmp_path, db, dagster_instance, storage_root, monkeyp
     assert result.success
 
     assert cli.main(["list"]) == cli.EXIT_OK
-    assert key in capsys.readouterr().out
+    listing = capsys.readouterr().out
+    assert key in listing and "v1 upload by bo" in listing and "images=10 usable=10 passed" in listing
 
     out = tmp_path / "out.zip"
     assert cli.main(["download", key, "--format", "coco", "-o", str(out)]) == cli.EXIT_OK
