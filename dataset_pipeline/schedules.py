@@ -5,7 +5,10 @@ import os
 import dagster as dg
 
 from dataset_pipeline.jobs import revalidate_dataset_job
-from dataset_pipeline.partitions import dataset_partitions
+
+#: Only datasets that were validated once have a version to check again (a rejected duplicate drop or a
+#: failed ingest leaves a partition without one).
+VALIDATED_DATASET = dg.AssetKey("validated_dataset")
 
 #: When the re-validation runs; REVALIDATION_CRON overrides it (read when the code loads), e.g. "0 */6 * * *".
 REVALIDATION_CRON = os.environ.get("REVALIDATION_CRON", "0 2 * * *")
@@ -27,5 +30,5 @@ def nightly_revalidation(context: dg.ScheduleEvaluationContext) -> list[dg.RunRe
             partition_key=key,
             tags={"dataset_pipeline/trigger": "nightly-revalidation"},
         )
-        for key in context.instance.get_dynamic_partitions(dataset_partitions.name)
+        for key in sorted(context.instance.get_materialized_partitions(VALIDATED_DATASET))
     ]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from dataset_pipeline.assets.common import DROP_TAG
 from dataset_pipeline.domain.inbox import InboxCursor, plan_tick, scan_inbox
 from dataset_pipeline.domain.naming import partition_key_for
 from dataset_pipeline.jobs import process_dataset_job
@@ -13,8 +14,6 @@ from dataset_pipeline.resources.storage import LocalDatasetStorage
 
 #: Seconds between inbox ticks; INBOX_SENSOR_INTERVAL_SECONDS overrides it (read when the code loads).
 INBOX_INTERVAL_SECONDS = int(os.environ.get("INBOX_SENSOR_INTERVAL_SECONDS", "5"))
-#: Tag on every run the sensor requests: which drop (path@size:mtime) it came from.
-DROP_TAG = "dataset_pipeline/drop"
 MAX_REQUESTS_PER_TICK = 20
 MAX_ENTRIES_PER_TICK = 1000
 

@@ -25,9 +25,22 @@ from dataset_pipeline.embedded_postgres import (
 from dataset_pipeline.runtime import instance_config_source
 from dataset_pipeline_tests.databases import fresh_database
 
+#: Every application table (what `db` empties after each test); test_migrations checks it against the schema.
 APP_TABLES = (
-    "exports, label_edits, split_reports, class_distributions, dataset_validations, labels, images, datasets, "
-    "projects, users"
+    "exports",
+    "label_edits",
+    "split_assignments",
+    "split_reports",
+    "augmentations",
+    "class_distributions",
+    "dataset_validations",
+    "labels",
+    "images",
+    "version_validations",
+    "dataset_versions",
+    "datasets",
+    "projects",
+    "users",
 )
 
 
@@ -70,7 +83,7 @@ def db(migrated_database: Database) -> Iterator[Database]:
     """The session's migrated database, emptied after each test."""
     yield migrated_database
     with migrated_database.engine.begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {APP_TABLES} RESTART IDENTITY CASCADE"))
+        conn.execute(sa.text(f"TRUNCATE {', '.join(APP_TABLES)} RESTART IDENTITY CASCADE"))
 
 
 @pytest.fixture(scope="session")

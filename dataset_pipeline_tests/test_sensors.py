@@ -9,10 +9,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from dataset_pipeline.assets import ALL_ASSETS
+from dataset_pipeline.db import repository
 from dataset_pipeline.definitions import defs
 from dataset_pipeline.domain.model import DatasetFormat
 from dataset_pipeline.domain.synthetic import generate_dataset
 from dataset_pipeline.partitions import dataset_partitions
+from dataset_pipeline.resources.database import DatabaseResource
 from dataset_pipeline.resources.storage import LocalDatasetStorage
 from dataset_pipeline.sensors import DROP_TAG, inbox_sensor
 
@@ -80,14 +83,8 @@ def test_a_new_drop_waits_one_tick_then_adds_its_partition_and_requests_its_run_
     assert request.partition_key == f"{user}-cars-trucks"
     assert partition_keys(second) == [f"{user}-cars-trucks"]  # same SensorResult, never two steps
     config = request.run_config["ops"]["raw_upload"]["config"]
-    assert config == {
-        "source_path": str(drop),
-        "user": user,
-        "project": "cars",
-        "name": "trucks",
-        "version": 1,
-    }
-    assert request.run_key == request.tags[DROP_TAG]
+    assert config == {"source_path": str(drop), "user": user, "project": "cars", "name": "trucks"}
+    assert request.tags == {DROP_TAG: request.run_key}  # the partition alone keeps a dataset's runs in line
 
     third = tick(dagster_instance, storage, second.cursor)  # nothing new
     assert third.run_requests == []
@@ -149,28 +146,73 @@ def test_a_tick_evaluated_twice_requests_nothing_twice(dagster_instance, storage
     assert dagster_instance.get_dynamic_partitions(dataset_partitions.name).count(f"{user}-cars-twice") == 1
 
 
-def test_a_changed_file_under_the_same_name_becomes_a_new_version(
-    dagster_instance, storage, storage_root, user
+def ingest(
+    instance: dg.DagsterInstance, request: dg.RunRequest, resources: dict
+) -> dg.ExecuteInProcessResult:
+    """Run what the request asks of raw_upload (the step that turns a drop into a version)."""
+    return dg.materialize(
+        ALL_ASSETS,
+        selection=["raw_upload"],
+        instance=instance,
+        partition_key=request.partition_key,
+        run_config=request.run_config,
+        resources=resources,
+    )
+
+
+def test_a_changed_file_under_the_same_name_becomes_a_new_version_of_the_same_partition(
+    dagster_instance, db, storage, storage_root, user
 ):
-    drop_zip(storage_root, user, "cars", "fleet", seed=1)
+    resources = {"database": DatabaseResource(url=db.url), "storage": storage}
+    drop = drop_zip(storage_root, user, "cars", "fleet", seed=1)
+    first_bytes = drop.read_bytes()
     cursor = tick(dagster_instance, storage, None).cursor
     first = tick(dagster_instance, storage, cursor)
+    assert partition_keys(first) == [f"{user}-cars-fleet"]
     launch(dagster_instance, first)
-    (storage_root / "inbox" / user / "cars" / "fleet.zip").unlink()  # the run moved it to source/
+    assert ingest(dagster_instance, first.run_requests[0], resources).success
+    assert not drop.exists()  # the run moved it into the version's source/
 
     drop_zip(storage_root, user, "cars", "fleet", seed=2)
     cursor = tick(dagster_instance, storage, first.cursor).cursor
     second = tick(dagster_instance, storage, cursor)
-    assert [r.partition_key for r in second.run_requests] == [f"{user}-cars-fleet-v2"]
-    assert second.run_requests[0].run_config["ops"]["raw_upload"]["config"]["version"] == 2
+    assert [r.partition_key for r in second.run_requests] == [f"{user}-cars-fleet"]  # no `-v2`
+    assert partition_keys(second) == []  # the partition is there already
+    config = second.run_requests[0].run_config["ops"]["raw_upload"]["config"]
+    assert config == {"source_path": str(drop), "user": user, "project": "cars", "name": "fleet"}
+    launch(dagster_instance, second)
+    outcome = ingest(dagster_instance, second.run_requests[0], resources)
+    [event] = outcome.get_asset_materialization_events()
+    assert event.materialization.metadata["version"].value == 2
+
+    with db.session() as session:
+        [dataset] = repository.list_datasets(session)
+        assert dataset.partition_key == f"{user}-cars-fleet"
+        versions = repository.versions_of(session, dataset.id)
+    assert [(v.number, v.cause) for v in versions] == [(1, "upload"), (2, "upload")]
+    assert versions[1].parent_id == versions[0].id
+    assert versions[0].upload_sha256 != versions[1].upload_sha256
+    assert versions[1].files_path == f"{user}/cars/fleet/v2/files"  # relative to the storage root
+    assert (storage_root / versions[1].files_path).is_dir()
+
+    # The first file dropped again: the same bytes as version 1, so the run rejects it and makes no version.
+    drop.write_bytes(first_bytes)
+    cursor = tick(dagster_instance, storage, second.cursor).cursor
+    third = tick(dagster_instance, storage, cursor)
+    assert [r.partition_key for r in third.run_requests] == [f"{user}-cars-fleet"]
+    launch(dagster_instance, third)
+    outcome = ingest(dagster_instance, third.run_requests[0], resources)
+    assert outcome.success and outcome.get_asset_materialization_events() == []
+    note = (storage_root / "inbox" / "_rejected" / "fleet.zip.error.txt").read_text()
+    assert "same content" in note and "version 1 of this dataset" in note
+    with db.session() as session:
+        assert [v.number for v in repository.versions_of(session, dataset.id)] == [1, 2]
 
 
 def test_the_same_bytes_under_another_name_are_reported_as_a_duplicate_by_the_run(
     dagster_instance, db, storage, storage_root, user
 ):
     """The sensor does not hash (ticks have a time limit); the run recognises the bytes and stops."""
-    from dataset_pipeline.resources.database import DatabaseResource
-
     resources = {"database": DatabaseResource(url=db.url), "storage": storage}
     original = drop_zip(storage_root, user, "cars", "first", seed=5)
     copy = original.with_name("second.zip")
@@ -182,8 +224,6 @@ def test_the_same_bytes_under_another_name_are_reported_as_a_duplicate_by_the_ru
         f"{user}-cars-second",
     ]
     launch(dagster_instance, result)
-
-    from dataset_pipeline.assets import ALL_ASSETS
 
     for request in sorted(result.run_requests, key=lambda r: r.partition_key):
         outcome = dg.materialize(

@@ -16,11 +16,26 @@ from dataset_pipeline.db.database import DatabaseConnectionLost
 from dataset_pipeline.db.models import Dataset, DatasetVersion
 from dataset_pipeline.resources.storage import disk_full_message, sweep_interrupted_writes
 
-#: Downstream stages re-run by themselves when what they read changed (a label edit, a re-validation that
-#: found something): `eager` without its "newly missing" half, since the inbox sensor's run already builds
-#: every stage of a new dataset, and never past a failed blocking check of a parent.
+#: Tag on every run the inbox sensor requests: which drop (path@size:mtime) it came from.
+DROP_TAG = "dataset_pipeline/drop"
+
+#: A parent partition counts as updated only when neither the inbox sensor's whole-graph run (which builds
+#: this stage too, checked per partition from the new materialisations) nor a run that had this stage in its
+#: selection made the update; `will_be_requested` chains a re-run down the graph in one run.
+ANY_DEPS_UPDATED_OUTSIDE_INBOX_RUNS = dg.AutomationCondition.any_deps_match(
+    (
+        dg.AutomationCondition.newly_updated()
+        & ~dg.AutomationCondition.executed_with_root_target()
+        & ~dg.AutomationCondition.all_new_updates_have_run_tags(tag_keys={DROP_TAG})
+    ).with_label("newly_updated_outside_inbox_runs")
+    | dg.AutomationCondition.will_be_requested()
+).with_label("any_deps_updated_outside_inbox_runs")
+
+#: Stages after validation re-run by themselves when what they read changed (a label edit, a re-validation
+#: that made a new version), never for a dataset whose own blocking check failed (the checks are partitioned,
+#: so they are stored and answered per dataset), and never for work the inbox run already did.
 RERUN_WHEN_UPSTREAM_CHANGES = (
-    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    ANY_DEPS_UPDATED_OUTSIDE_INBOX_RUNS.since_last_handled()
     & ~dg.AutomationCondition.any_deps_missing()
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()

@@ -11,6 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from dataset_pipeline.assets.common import (
+    RERUN_WHEN_UPSTREAM_CHANGES,
     TRANSIENT_ERROR_RETRY,
     retry_transient_errors_only,
     validated_version,
@@ -23,6 +24,8 @@ from dataset_pipeline.domain.label_edits import LabelEdit, LabelEditError, apply
 from dataset_pipeline.domain.validation import decide_gate
 from dataset_pipeline.partitions import dataset_partitions
 from dataset_pipeline.resources.database import DatabaseResource
+
+USABLE_LABELS_CHECK = "usable_labels"
 
 
 class BoxConfig(dg.Config):
@@ -78,13 +81,22 @@ class LabelsConfig(dg.Config):
     deps=[validated_dataset],
     group_name="labels",
     kinds={"python", "postgres"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            USABLE_LABELS_CHECK,
+            asset="labels",
+            blocking=True,
+            partitions_def=dataset_partitions,
+            description="Stops the graph for this dataset when an edit left nothing usable: the same "
+            "verdict as validation's, decided again for the edited version.",
+        )
+    ],
     retry_policy=TRANSIENT_ERROR_RETRY,
+    automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,
     description="The boxes of the dataset's newest version; label edits (the edit_labels job) make a new version.",
 )
 @retry_transient_errors_only
-def labels(
-    context: dg.AssetExecutionContext, config: LabelsConfig, database: DatabaseResource
-) -> dg.MaterializeResult:
+def labels(context: dg.AssetExecutionContext, config: LabelsConfig, database: DatabaseResource):
     key = context.partition_key
     if config.edits and not config.edited_by.strip():
         raise dg.Failure("edited_by is empty: say who makes the edit", allow_retries=False)
@@ -117,7 +129,16 @@ def labels(
     }
     if edits:
         metadata["edited_by"] = config.edited_by
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(verdict.content_hash))
+    yield dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(verdict.content_hash))
+    yield dg.AssetCheckResult(
+        check_name=USABLE_LABELS_CHECK,
+        passed=verdict.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=version_metadata(dataset, version),
+        description=None
+        if verdict.passed
+        else f"dataset {key} version {version.number} is not usable: {verdict.reason}",
+    )
 
 
 def _edit(

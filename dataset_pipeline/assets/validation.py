@@ -69,6 +69,7 @@ class ValidationConfig(dg.Config):
             USABLE_CHECK,
             asset="validated_dataset",
             blocking=True,
+            partitions_def=dataset_partitions,  # stored and answered per dataset, not for the asset
             description="Stops the graph for this dataset when nothing usable is left or too many images "
             "were quarantined or lost.",
         )

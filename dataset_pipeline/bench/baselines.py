@@ -158,7 +158,7 @@ _COPY_LABELS = f"COPY labels ({', '.join(LABEL_COLUMNS)}) FROM STDIN WITH (FORMA
 
 
 def _distinct_images(rows: Sequence[LabelRow]) -> int:
-    return len({row[1] for row in rows})
+    return len({row[LABEL_COLUMNS.index("image_id")] for row in rows})
 
 
 def psycopg2_copy(engine: sa.Engine, rows: Sequence[LabelRow]) -> Work:

@@ -17,11 +17,11 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dataset_pipeline.assets.augmentation import AUGMENTED_FOLDER
-from dataset_pipeline.assets.export import export_file_name
+from dataset_pipeline.assets.export import export_file_name, split_to_export
 from dataset_pipeline.bench.measure import Span, span
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.database import Database
+from dataset_pipeline.db.models import Label
 from dataset_pipeline.domain.augmentation import DEFAULT_RECIPE
 from dataset_pipeline.domain.model import LabelState
 from dataset_pipeline.local_run import process_upload
@@ -158,7 +158,7 @@ def dagster_overhead(run: PipelineRun) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Produced:
-    """Counts and files of the dataset after the run, read from the database the stages wrote."""
+    """Counts and files of the newest version after the run, read from the database the stages wrote."""
 
     dataset_id: int
     extracted_bytes: int
@@ -171,7 +171,7 @@ class Produced:
     exported_boxes: int
     export_bytes: int
     export_formats: int
-    label_rows: list[tuple[Any, ...]]
+    label_rows: list[tuple[Any, ...]]  # every box of the version, in `repository.LABEL_COLUMNS` order
     files_dir: Path
 
     @property
@@ -188,55 +188,47 @@ class Produced:
         ]
 
 
-def read_produced(database_url: str, partition_key: str) -> Produced:
+def read_produced(database_url: str, partition_key: str, storage_root: Path) -> Produced:
+    """What the run wrote for the partition's newest version; `storage_root` turns its stored paths into files."""
     database = Database(database_url)
     try:
         with database.session() as session:
-            return _produced(session, partition_key)
+            return _produced(session, LocalDatasetStorage(root=str(storage_root)), partition_key)
     finally:
         database.dispose()
 
 
-def _produced(session: Session, partition_key: str) -> Produced:
+def _produced(session: Session, storage: LocalDatasetStorage, partition_key: str) -> Produced:
     dataset = repository.dataset_by_partition(session, partition_key)
-    dataset_dir = Path(dataset.storage_path or "")
-    files_dir = dataset_dir / "files"
-    stored = repository.load_usable_images(session, dataset.id)
+    version = repository.version_of(session, dataset)
+    augmentation = repository.latest_augmentation(session, version.id)
+    stored = repository.load_images(
+        session, version.id, augmentation_id=augmentation.id if augmentation else None
+    )
     originals = [image for image in stored if not image.is_augmented]
     augmented = [image for image in stored if image.is_augmented]
-    sizes = dict(
-        session.execute(
-            sa.text("SELECT relative_path, size_bytes FROM images WHERE dataset_id = :d"), {"d": dataset.id}
-        ).all()
-    )
-    in_split = [image for image in stored if image.split]
-    exported = [
-        (
-            (dataset_dir / AUGMENTED_FOLDER if image.is_augmented else files_dir) / image.relative_path,
-            export_file_name(image.relative_path, image.is_augmented),
-        )
-        for image in in_split
-    ]
-    exports = repository.exports_of(session, dataset.id)
+    # The images the export stage zipped (the newest split's), by the files and names it used.
+    _, items = split_to_export(session, storage, dataset, version)
+    exports = repository.exports_of(session, version.id)
     label_rows = session.execute(
-        sa.text(
-            "SELECT dataset_id, image_id, class_index, x_min, y_min, x_max, y_max, attributes "
-            "FROM labels WHERE dataset_id = :d ORDER BY id"
-        ),
-        {"d": dataset.id},
+        sa.select(*(getattr(Label, column) for column in repository.LABEL_COLUMNS))
+        .where(Label.version_id == version.id)
+        .order_by(Label.id)
     ).all()
     return Produced(
         dataset_id=dataset.id,
-        extracted_bytes=dataset.total_bytes,
+        extracted_bytes=version.total_bytes,
         originals=originals,
-        original_bytes=sum(sizes[image.relative_path] for image in originals),
+        original_bytes=sum(image.size_bytes for image in originals),
         augmented_count=len(augmented),
-        augmented_bytes=sum(sizes[image.relative_path] for image in augmented),
+        augmented_bytes=sum(image.size_bytes for image in augmented),
         augmented_boxes=sum(len(image.boxes) for image in augmented),
-        exported=exported,
-        exported_boxes=sum(len(image.boxes) for image in in_split),
+        exported=[
+            (item.path, export_file_name(item.image.relative_path, item.image.is_augmented)) for item in items
+        ],
+        exported_boxes=sum(len(item.image.boxes) for item in items),
         export_bytes=sum(export.size_bytes for export in exports),
         export_formats=len(exports),
         label_rows=[tuple(row) for row in label_rows],
-        files_dir=files_dir,
+        files_dir=storage.resolve(version.files_path),
     )

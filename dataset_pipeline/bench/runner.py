@@ -42,6 +42,7 @@ from dataset_pipeline.bench.pipeline import (
 )
 from dataset_pipeline.bench.report import StageResult, combine_rounds, evaluate_targets
 from dataset_pipeline.db.database import Database
+from dataset_pipeline.db.repository import LABEL_COLUMNS
 from dataset_pipeline.domain.augmentation import DEFAULT_RECIPE
 from dataset_pipeline.domain.model import DatasetFormat
 from dataset_pipeline.domain.synthetic import generate_dataset
@@ -148,7 +149,7 @@ def _round(setup: _Setup, number: int, repeats: int) -> _Round:
         name=setup.name_prefix,
     )
     log.info("round %d/%d: pipeline took %.1f s; now the baselines", number, repeats, run.call.seconds)
-    produced = read_produced(setup.database_url, run.partition_key)
+    produced = read_produced(setup.database_url, run.partition_key, setup.storage_root)
     scratch = setup.workdir / "baselines"
     stages = _measure_stages(run, produced, setup.archive, scratch, setup.sampler, setup.database_url)
     return _Round(run, produced, stages)
@@ -273,7 +274,7 @@ def _pipeline_label_copies(
     calls = [call for call in run.copies if call.table == "labels"]
     seconds = sum(call.window.seconds for call in calls)
     peak = max((sampler.peak(call.window.start, call.window.end) for call in calls), default=0)
-    images = len({row[1] for row in rows})
+    images = len({row[LABEL_COLUMNS.index("image_id")] for row in rows})
     work = Work(images, sum(call.rows for call in calls), size_bytes)
     return Measurement(
         "labels COPY in the pipeline (ours)", seconds, work, peak, f"{len(calls)} copy_rows calls"

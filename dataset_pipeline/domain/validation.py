@@ -660,9 +660,7 @@ class GateDecision:
         )
         if self.missing:
             line += f", {self.missing:,} missing"
-        line += (
-            f" ({self.error_share:.1%}), policy `{self.policy}`, at most {self.max_error_share:.0%} may be lost."
-        )
+        line += f" ({self.error_share:.1%}), policy `{self.policy}`, at most {self.max_error_share:.0%} may be lost."
         return line + (f" {self.reason}." if self.reason else "")
 
 

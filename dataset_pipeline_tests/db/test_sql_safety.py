@@ -13,6 +13,7 @@ separators, CR/LF/tab, unicode, the text `NULL`, empty string against None) roun
 from __future__ import annotations
 
 import ast
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,15 @@ import dataset_pipeline
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.bulk import copy_rows
 from dataset_pipeline.db.database import Database
-from dataset_pipeline.db.models import Dataset, DatasetValidation, Image, Label, Project, User
+from dataset_pipeline.db.models import (
+    Dataset,
+    DatasetValidation,
+    DatasetVersion,
+    Image,
+    Label,
+    Project,
+    User,
+)
 from dataset_pipeline.domain.model import Box, Issue, LabelState, Severity
 from dataset_pipeline_tests.db.test_migrations import EXPECTED_TABLES
 
@@ -261,31 +270,49 @@ def issue(index: int, value: str) -> Issue:
     )
 
 
-def create_dataset(session: Session) -> Dataset:
-    """Users and projects named with hostile strings (bound writes), and one dataset full of them (ORM)."""
+def create_dataset(session: Session) -> tuple[Dataset, DatasetVersion]:
+    """Users and projects named with hostile strings (bound writes), and one dataset version full of them (ORM)."""
     projects = [repository.get_or_create_project(session, value, value) for value in HOSTILE]
     assert repository.get_or_create_project(session, HOSTILE[4], HOSTILE[4]).id == projects[4].id
     project = projects[4]
     dataset = Dataset(
         project_id=project.id,
         name="'); DROP TABLE labels; --",
-        version=1,
         partition_key="\\'; DROP TABLE datasets; --",
-        source_path="\n".join(HOSTILE),
-        source_kind="zip",
-        content_sha256="'" * 64,
-        format="coco",
-        layout='"; --',
         status="validated",
         status_reason="\\.\nNULL\r\n'",
-        class_names=list(HOSTILE),
-        file_count=0,
-        total_bytes=0,
-        validation_summary={value: value for value in HOSTILE},
     )
     session.add(dataset)
     session.flush()
-    return dataset
+    version = repository.add_version(
+        session,
+        dataset,
+        None,
+        cause="upload",
+        run_id="'; --",
+        created_by=HOSTILE[6],
+        upload_sha256="'" * 64,
+        source_path="\n".join(HOSTILE),
+        source_kind="zip",
+        files_path="\\.\n".join(HOSTILE),
+        format="coco",
+        layout='"; --',
+    )
+    return dataset, version
+
+
+def verdict() -> repository.Verdict:
+    return repository.Verdict(
+        passed=True,
+        reason="\\.\nNULL\r\n'",
+        summary={value: value for value in HOSTILE},
+        content_hash="$$; --" * 10,
+        class_names=list(HOSTILE),
+    )
+
+
+def augmented_row(index: int, value: str) -> repository.ImageRow:
+    return dataclasses.replace(image_row(index, value), is_augmented=True, recipe={value: index})
 
 
 def table_counts(engine: sa.Engine) -> dict[str, int]:
@@ -300,23 +327,50 @@ def table_counts(engine: sa.Engine) -> dict[str, int]:
 
 def test_hostile_strings_round_trip_through_copy_and_bound_writes(db: Database) -> None:
     with db.session() as session:
-        dataset = create_dataset(session)
+        dataset, version = create_dataset(session)
         repository.lock_content(session, dataset.project_id, HOSTILE[4])  # sa.text with a bound :key
         images = [image_row(index, value) for index, value in enumerate(HOSTILE)]
         issues = [issue(index, value) for index, value in enumerate(HOSTILE)]
-        ids = repository.replace_validation(session, dataset.id, images, issues, run_id="'; --")
+        ids = repository.store_validation(session, version, images, issues, verdict(), run_id="'; --")
         assert len(ids) == len(HOSTILE)
         copied = copy_rows(  # copy_rows directly, every text column hostile, NULL and "" side by side
             session.connection(),
             "dataset_validations",
             repository.VALIDATION_COLUMNS,
             [
-                (dataset.id, value, "error", value, value, None, value, None if index % 2 else "", value)
+                (
+                    dataset.id,
+                    version.id,
+                    value,
+                    "error",
+                    value,
+                    value,
+                    None,
+                    value,
+                    None if index % 2 else "",
+                    value,
+                )
                 for index, value in enumerate(HOSTILE)
             ],
         )
         assert copied == len(HOSTILE)
-        dataset_id, partition_key = dataset.id, dataset.partition_key
+        # What later stages add to the version: an augmentation (COPY of its images), a split, an export.
+        augmented = [augmented_row(index, value) for index, value in enumerate(HOSTILE)]
+        augmentation = repository.add_augmentation(
+            session, version, {value: [value, None] for value in HOSTILE}, "\n".join(HOSTILE), augmented, "'"
+        )
+        split = repository.add_split(
+            session,
+            version,
+            augmentation.id,
+            {ids[image.relative_path]: value[:8] for image, value in zip(images, HOSTILE, strict=True)},
+            {"run_id": "'; --", "config": {value: value for value in HOSTILE}, "counts": {}, "metrics": {}},
+        )
+        repository.add_export(
+            session, version, split.id, "'); --", "\r\n".join(HOSTILE), 1, "\\" * 64, "%s %(name)s"
+        )
+        dataset_id, version_id, partition_key = dataset.id, version.id, dataset.partition_key
+        augmentation_id, split_id, image_ids = augmentation.id, split.id, dict(ids)
 
     with db.session() as session:
         # users and projects: one each per hostile name, named exactly so
@@ -329,22 +383,36 @@ def test_hostile_strings_round_trip_through_copy_and_bound_writes(db: Database) 
         dataset = repository.dataset_by_partition(session, partition_key)
         assert dataset.id == dataset_id
         assert dataset.name == "'); DROP TABLE labels; --"
-        assert dataset.source_path == "\n".join(HOSTILE)
-        assert dataset.layout == '"; --'
         assert dataset.status_reason == "\\.\nNULL\r\n'"
-        assert dataset.class_names == HOSTILE
-        assert dataset.validation_summary == {value: value for value in HOSTILE}
         assert repository.owner_of(session, dataset) == (HOSTILE[4], HOSTILE[4])
         for value in HOSTILE:  # hostile lookups find nothing and break nothing
             assert repository.find_dataset(session, value) is None
             with pytest.raises(repository.DatasetNotFound):
                 repository.dataset_by_partition(session, value)
-        assert repository.next_version(session, dataset.project_id, dataset.name) == 2
+            assert repository.duplicate_of(session, dataset.project_id, value) is None
+
+        version = repository.version_of(session, dataset)
+        assert (version.id, version.number) == (version_id, 1)
+        assert version.source_path == "\n".join(HOSTILE)
+        assert version.files_path == "\\.\n".join(HOSTILE)
+        assert version.layout == '"; --'
+        assert (version.created_by, version.run_id) == (HOSTILE[6], "'; --")
+        twin = repository.duplicate_of(session, dataset.project_id, "'" * 64)
+        assert twin is not None and twin[1].id == version_id
+        stored_verdict = repository.validation_of(session, version_id)
+        assert stored_verdict is not None
+        expected = verdict()
+        assert stored_verdict.class_names == HOSTILE
+        assert stored_verdict.summary == expected.summary
+        assert (stored_verdict.reason, stored_verdict.content_hash) == (
+            expected.reason,
+            expected.content_hash,
+        )
 
         # images and labels, through COPY (JSON inside CSV for recipe and attributes)
         stored_images = session.execute(
             sa.select(Image.relative_path, Image.format, Image.mode, Image.recipe)
-            .where(Image.dataset_id == dataset_id)
+            .where(Image.version_id == version_id, Image.augmentation_id.is_(None))
             .order_by(Image.relative_path)
         ).all()
         assert [tuple(row) for row in stored_images] == [
@@ -353,13 +421,46 @@ def test_hostile_strings_round_trip_through_copy_and_bound_writes(db: Database) 
         attributes = session.execute(
             sa.select(Image.relative_path, Label.attributes)
             .join(Label, Label.image_id == Image.id)
+            .where(Image.augmentation_id.is_(None))
             .order_by(Image.relative_path)
         ).all()
         assert [tuple(row) for row in attributes] == [
             (image.relative_path, dict(image.boxes[0].attributes)) for image in images
         ]
+        loaded = repository.load_images(session, version_id, augmentation_id=augmentation_id)
+        assert sorted((image.relative_path, image.is_augmented) for image in loaded) == sorted(
+            [(image.relative_path, False) for image in images]
+            + [(image.relative_path, True) for image in augmented]
+        )
 
-        # validations: replace_validation's rows, then copy_rows' rows, in order
+        # the augmentation, split and export rows
+        stored_augmentation = repository.latest_augmentation(session, version_id)
+        assert stored_augmentation is not None and stored_augmentation.id == augmentation_id
+        assert stored_augmentation.folder == "\n".join(HOSTILE)
+        assert stored_augmentation.recipe == {value: [value, None] for value in HOSTILE}
+        augmented_recipes = session.execute(
+            sa.select(Image.relative_path, Image.recipe)
+            .where(Image.augmentation_id == augmentation_id)
+            .order_by(Image.relative_path)
+        ).all()
+        assert [tuple(row) for row in augmented_recipes] == [
+            (image.relative_path, image.recipe) for image in augmented
+        ]
+        stored_split = repository.latest_split(session, version_id)
+        assert stored_split is not None and stored_split.id == split_id
+        assert stored_split.config == {value: value for value in HOSTILE}
+        assert repository.assignments_of(session, split_id) == {
+            image_ids[image.relative_path]: value[:8] for image, value in zip(images, HOSTILE, strict=True)
+        }
+        [export] = repository.exports_of(session, version_id)
+        assert (export.format, export.path, export.sha256, export.run_id) == (
+            "'); --",
+            "\r\n".join(HOSTILE),
+            "\\" * 64,
+            "%s %(name)s",
+        )
+
+        # validations: store_validation's rows, then copy_rows' rows, in order
         columns = (
             DatasetValidation.run_id,
             DatasetValidation.severity,
@@ -374,7 +475,7 @@ def test_hostile_strings_round_trip_through_copy_and_bound_writes(db: Database) 
             tuple(row)
             for row in session.execute(
                 sa.select(*columns)
-                .where(DatasetValidation.dataset_id == dataset_id)
+                .where(DatasetValidation.version_id == version_id)
                 .order_by(DatasetValidation.id)
             )
         ]
@@ -386,12 +487,19 @@ def test_hostile_strings_round_trip_through_copy_and_bound_writes(db: Database) 
             for index, value in enumerate(HOSTILE)
         ]
         assert stored == from_issues + from_copy
+        findings = [(f.severity, f.code, f.message) for f in repository.findings_of(session, version_id)]
+        assert sorted(findings) == sorted(  # every finding of the version, errors first
+            [("error", value, value) for value in HOSTILE] + [("warning", i.code, i.message) for i in issues]
+        )
+        assert [severity for severity, _, _ in findings] == ["error"] * len(HOSTILE) + ["warning"] * len(
+            HOSTILE
+        )
         assert {row[6] for row in stored} >= {None, ""}  # NULL and "" both stored, and told apart
         assert {row[5] for row in stored} >= {None, ""}
         for value in HOSTILE:  # compared by the server, with a bound parameter
             matches = session.scalar(
                 sa.select(sa.func.count()).where(
-                    DatasetValidation.message == value, DatasetValidation.dataset_id == dataset_id
+                    DatasetValidation.message == value, DatasetValidation.version_id == version_id
                 )
             )
             assert matches == 2
@@ -400,14 +508,18 @@ def test_hostile_strings_round_trip_through_copy_and_bound_writes(db: Database) 
     counts = table_counts(db.engine)
     assert counts == {
         "alembic_version": 1,
+        "augmentations": 1,
         "class_distributions": 0,
         "dataset_validations": 2 * len(HOSTILE),
+        "dataset_versions": 1,
         "datasets": 1,
-        "exports": 0,
-        "images": len(HOSTILE),
+        "exports": 1,
+        "images": 2 * len(HOSTILE),
         "label_edits": 0,
-        "labels": len(HOSTILE),
+        "labels": 2 * len(HOSTILE),
         "projects": len(HOSTILE),
-        "split_reports": 0,
+        "split_assignments": len(HOSTILE),
+        "split_reports": 1,
         "users": len(HOSTILE),
+        "version_validations": 1,
     }
