@@ -36,17 +36,22 @@ from dataset_pipeline_tests.conftest import APP_TABLES
 TRIGGER_TAG = "dataset_pipeline/trigger"
 
 
-def test_the_schedule_requests_one_revalidation_per_dataset_partition(dagster_instance):
+def test_the_schedule_requests_one_revalidation_per_validated_dataset(dagster_instance):
     keys = [f"sched-{uuid.uuid4().hex[:8]}" for _ in range(3)]
-    dagster_instance.add_dynamic_partitions(dataset_partitions.name, keys)
+    never_validated = f"sched-{uuid.uuid4().hex[:8]}"  # e.g. a rejected duplicate drop: no version to check
+    dagster_instance.add_dynamic_partitions(dataset_partitions.name, [*keys, never_validated])
+    for key in keys:
+        dagster_instance.report_runless_asset_event(
+            dg.AssetMaterialization(dg.AssetKey("validated_dataset"), partition=key)
+        )
     when = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
     context = dg.build_schedule_context(instance=dagster_instance, scheduled_execution_time=when)
     requests = nightly_revalidation(context)
 
     assert nightly_revalidation.job_name == "revalidate_dataset"
     by_key = {request.partition_key: request for request in requests}
-    assert set(keys) <= set(by_key)
-    assert set(by_key) == set(dagster_instance.get_dynamic_partitions(dataset_partitions.name))
+    assert set(keys) <= set(by_key) and never_validated not in by_key
+    assert len(requests) == len(by_key), "one request per dataset"
     for key in keys:
         assert by_key[key].run_config == {}  # validation itself tells a validated version from a new one
         assert by_key[key].tags == {TRIGGER_TAG: "nightly-revalidation"}
