@@ -20,8 +20,10 @@ from dataset_pipeline.assets.common import (
 from dataset_pipeline.assets.validation import validated_dataset
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset, DatasetVersion, VersionValidation
+from dataset_pipeline.db.version_content import load_version_content
 from dataset_pipeline.domain.label_edits import LabelEdit, LabelEditError, apply_edits
 from dataset_pipeline.domain.validation import decide_gate
+from dataset_pipeline.domain.version_diff import VersionDiff, diff_versions
 from dataset_pipeline.partitions import dataset_partitions
 from dataset_pipeline.resources.database import DatabaseResource
 
@@ -111,6 +113,7 @@ def labels(context: dg.AssetExecutionContext, config: LabelsConfig, database: Da
             else:
                 effects = []
             stored = repository.load_images(session, version.id, usable_only=False)
+            changes = _changes_since_parent(session, version)
     except LabelEditError as error:  # nothing was written: the transaction rolled back
         raise dg.Failure(f"dataset {key}: {error}", allow_retries=False) from error
 
@@ -129,6 +132,8 @@ def labels(context: dg.AssetExecutionContext, config: LabelsConfig, database: Da
     }
     if edits:
         metadata["edited_by"] = config.edited_by
+    if changes is not None:
+        metadata["changes_since_parent"] = dg.MetadataValue.md(changes.markdown())
     yield dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(verdict.content_hash))
     yield dg.AssetCheckResult(
         check_name=USABLE_LABELS_CHECK,
@@ -139,6 +144,14 @@ def labels(context: dg.AssetExecutionContext, config: LabelsConfig, database: Da
         if verdict.passed
         else f"dataset {key} version {version.number} is not usable: {verdict.reason}",
     )
+
+
+def _changes_since_parent(session, version: DatasetVersion) -> VersionDiff | None:
+    """What this version changed against the one it was made from (None for a first upload)."""
+    parent = session.get(DatasetVersion, version.parent_id) if version.parent_id else None
+    if parent is None:
+        return None
+    return diff_versions(load_version_content(session, parent), load_version_content(session, version))
 
 
 def _edit(

@@ -145,6 +145,7 @@ def test_edits_make_a_new_version_with_an_audit_row_each_and_leave_the_parent_as
     ).records[0]
     metadata = materialization.asset_materialization.metadata
     assert metadata["version"].value == 2 and metadata["label_edits"].value == 4
+    assert "dog" in metadata["changes_since_parent"].value, "the version's metadata shows the diff"
 
 
 def test_a_bad_edit_changes_nothing(processed, db, dagster_instance):
