@@ -345,7 +345,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         session.execute(sa.select(Dataset.id).where(Dataset.id == dataset.id).with_for_update())
         # A dry run deletes inside a savepoint and rolls it back, so it reports exactly what --yes would do.
         savepoint = None if args.yes else session.begin_nested()
-        pruned, paths = repository.prune_versions(session, dataset, args.keep)
+        pruned, paths, blobs = repository.prune_versions(session, dataset, args.keep)
         if savepoint is not None:
             savepoint.rollback()
     if not pruned:
@@ -386,6 +386,10 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         print(f"  removed {relative} ({size:,} bytes)")
         if dataset_dir is not None:
             _remove_empty_parents(path, dataset_dir)
+    blob_bytes = storage.remove_unreferenced_blobs(blobs)
+    if blob_bytes:
+        print(f"  removed file contents no other version uses ({blob_bytes:,} bytes)")
+    freed += blob_bytes
     print(f"freed {freed:,} bytes")
     return EXIT_FAILURE if failed else EXIT_OK
 
@@ -404,17 +408,23 @@ def _prunable(storage: DatasetStorage, relative: str) -> tuple[Path | None, str 
 
 
 def _tree_size(path: Path) -> int:
-    """Bytes of a file, or of every file under a folder, without following symlinks."""
+    """Bytes a file, or every file under a folder, frees when deleted: a file linked elsewhere too (a blob
+    another version shares) frees nothing. Symlinks are not followed."""
+
+    def own_size(file: str) -> int:
+        stat = os.lstat(file)
+        return stat.st_size if stat.st_nlink == 1 else 0
+
     try:
         if not path.is_dir() or path.is_symlink():
-            return path.lstat().st_size
+            return own_size(str(path))
     except FileNotFoundError:
         return 0
     total = 0
     for folder, _, files in os.walk(path):
         for name in files:
             with contextlib.suppress(FileNotFoundError):
-                total += os.lstat(os.path.join(folder, name)).st_size
+                total += own_size(os.path.join(folder, name))
     return total
 
 

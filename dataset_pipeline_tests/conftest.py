@@ -27,6 +27,8 @@ from dataset_pipeline_tests.databases import fresh_database
 
 #: Every application table (what `db` empties after each test); test_migrations checks it against the schema.
 APP_TABLES = (
+    "image_checks",
+    "version_files",
     "exports",
     "label_edits",
     "split_assignments",

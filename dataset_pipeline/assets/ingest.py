@@ -218,6 +218,9 @@ def raw_upload(
         if isinstance(error, dg.Failure):
             raise
         raise dg.Failure(description=reason, allow_retries=False) from error
+    with failing_clearly_when_disk_full(version_dir, f"storing the files of {partition_key}"):
+        manifest = storage.intern_tree(version_dir / "files")
+    reused = len(manifest) - len({sha for _, sha, _ in manifest})
 
     with database.session() as session:
         dataset = session.get(Dataset, dataset_id)
@@ -237,6 +240,7 @@ def raw_upload(
             file_count=report.files_written,
             total_bytes=report.bytes_written,
         )
+        new_blobs = repository.add_version_files(session, version, manifest)
         repository.set_status(session, dataset, "ingested")
         number = version.number
 
@@ -251,6 +255,8 @@ def raw_upload(
             "files": report.files_written,
             "bytes": dg.MetadataValue.int(report.bytes_written),
             "skipped_files": len(report.issues) + report.junk_skipped,
+            "new_contents": new_blobs,
+            "contents_already_stored": len(manifest) - new_blobs - reused,
             "sha256": sha256,
             "stored_at": dg.MetadataValue.path(str(version_dir / "files")),
         },

@@ -24,7 +24,7 @@ from dataset_pipeline.db.version_content import load_version_content
 from dataset_pipeline.domain.label_edits import LabelEdit, LabelEditError, apply_edits
 from dataset_pipeline.domain.validation import decide_gate
 from dataset_pipeline.domain.version_diff import VersionDiff, diff_versions
-from dataset_pipeline.partitions import dataset_partitions
+from dataset_pipeline.partitions import dataset_partitions, per_dataset_check
 from dataset_pipeline.resources.database import DatabaseResource
 
 USABLE_LABELS_CHECK = "usable_labels"
@@ -84,12 +84,10 @@ class LabelsConfig(dg.Config):
     group_name="labels",
     kinds={"python", "postgres"},
     check_specs=[
-        dg.AssetCheckSpec(
+        per_dataset_check(
             USABLE_LABELS_CHECK,
-            asset="labels",
-            blocking=True,
-            partitions_def=dataset_partitions,
-            description="Stops the graph for this dataset when an edit left nothing usable: the same "
+            "labels",
+            "Stops the graph for this dataset when an edit left nothing usable: the same "
             "verdict as validation's, decided again for the edited version.",
         )
     ],

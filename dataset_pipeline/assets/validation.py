@@ -23,7 +23,7 @@ from dataset_pipeline.assets.common import (
 )
 from dataset_pipeline.assets.ingest import raw_upload
 from dataset_pipeline.db import repository
-from dataset_pipeline.db.models import Dataset, DatasetVersion, Image, VersionValidation
+from dataset_pipeline.db.models import Dataset, DatasetVersion, Image, ImageCheck, VersionValidation
 from dataset_pipeline.domain.image_checks import check_images
 from dataset_pipeline.domain.model import ImageFacts, Issue, Severity
 from dataset_pipeline.domain.revalidation import FILE_CHANGED, FILE_MISSING, changes_since
@@ -37,7 +37,7 @@ from dataset_pipeline.domain.validation import (
     validate,
 )
 from dataset_pipeline.formats import parse_dataset
-from dataset_pipeline.partitions import dataset_partitions
+from dataset_pipeline.partitions import dataset_partitions, per_dataset_check
 from dataset_pipeline.resources.database import DatabaseResource
 from dataset_pipeline.resources.storage import LocalDatasetStorage
 
@@ -65,12 +65,10 @@ class ValidationConfig(dg.Config):
     kinds={"python", "postgres"},
     output_required=False,
     check_specs=[
-        dg.AssetCheckSpec(
+        per_dataset_check(
             USABLE_CHECK,
-            asset="validated_dataset",
-            blocking=True,
-            partitions_def=dataset_partitions,  # stored and answered per dataset, not for the asset
-            description="Stops the graph for this dataset when nothing usable is left or too many images "
+            "validated_dataset",
+            "Stops the graph for this dataset when nothing usable is left or too many images "
             "were quarantined or lost.",
         )
     ],
@@ -110,12 +108,22 @@ def _validate_new_version(
     context.log.info(
         f"{parsed.format} ({parsed.layout}): {len(paths)} images, {len(parsed.class_names)} classes"
     )
-    facts_list = check_images(
-        root, paths, workers=config.workers or None, progress=progress_logger(context, "image checks")
+    with database.session() as session:
+        hashes = repository.file_hashes(session, version.id)
+        keys = {path: (hashes[path], _suffix(path)) for path in paths if path in hashes}
+        cached = repository.cached_checks(session, keys.values())
+    unchecked = [path for path in paths if keys.get(path) not in cached]
+    context.log.info(
+        f"{len(paths) - len(unchecked)} images were checked before (same bytes); decoding {len(unchecked)}"
     )
+    fresh = check_images(
+        root, unchecked, workers=config.workers or None, progress=progress_logger(context, "image checks")
+    )
+    facts = {fact.path: fact for fact in fresh}
+    facts.update({path: _facts_from_check(path, cached[keys[path]]) for path in paths if path not in facts})
     outcome = validate(
         parsed,
-        {fact.path: fact for fact in facts_list},
+        facts,
         policy=config.policy,
         near_duplicate_distance=config.near_duplicate_distance,
     )
@@ -129,10 +137,20 @@ def _validate_new_version(
         class_names=list(outcome.class_names),
     )
     with database.session() as session:
+        repository.add_checks(
+            session, (_check_row(f) for f in fresh if f.sha256 == keys.get(f.path, ("",))[0])
+        )
         repository.store_validation(session, version, rows, outcome.issues, record, context.run.run_id)
         _set_status(session, dataset, decision)
     yield _materialization(
-        dataset, version, decision, record, outcome.issues, summarize_markdown(outcome, decision)
+        dataset,
+        version,
+        decision,
+        record,
+        outcome.issues,
+        summarize_markdown(outcome, decision),
+        decoded=len(fresh),
+        checked_before=len(paths) - len(unchecked),
     )
     yield _check_result(dataset, version, decision)
 
@@ -327,6 +345,44 @@ def _image_row(image: ValidatedImage, root: Path) -> repository.ImageRow:
     )
 
 
+def _suffix(path: str) -> str:
+    return Path(path).suffix.lower()[:16]
+
+
+def _check_row(fact: ImageFacts) -> dict:
+    """An image check as the content-addressed cache keeps it: facts and findings, without the path."""
+    return {
+        "sha256": fact.sha256,
+        "suffix": _suffix(fact.path),
+        "size_bytes": fact.size_bytes,
+        "format": fact.format,
+        "mode": fact.mode,
+        "width": fact.width,
+        "height": fact.height,
+        "exif_orientation": fact.exif_orientation,
+        "dhash": fact.dhash,
+        "issues": [[str(issue.severity), issue.code, issue.message] for issue in fact.issues],
+    }
+
+
+def _facts_from_check(path: str, check: ImageCheck) -> ImageFacts:
+    return ImageFacts(
+        path=path,
+        sha256=check.sha256,
+        size_bytes=check.size_bytes,
+        format=check.format,
+        width=check.width,
+        height=check.height,
+        mode=check.mode,
+        exif_orientation=check.exif_orientation,
+        dhash=check.dhash,
+        issues=tuple(
+            Issue(Severity(severity), code, path, message, image=path)
+            for severity, code, message in check.issues
+        ),
+    )
+
+
 def _mtime_ns(path: Path) -> int | None:
     """Recorded beside the hash, so the next re-validation reads only files whose time moved."""
     try:
@@ -382,6 +438,7 @@ def _materialization(
     record: repository.Verdict,
     issues: list[Issue],
     markdown: str,
+    **extra: int,
 ) -> dg.MaterializeResult:
     counts = Counter(str(issue.severity) for issue in issues)
     return dg.MaterializeResult(
@@ -397,6 +454,7 @@ def _materialization(
             "classes": len(record.class_names),
             "summary": dg.MetadataValue.md(markdown),
             "report": issues_table(issues),
+            **extra,
         },
         data_version=dg.DataVersion(record.content_hash),
     )

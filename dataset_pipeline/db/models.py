@@ -126,6 +126,45 @@ class DatasetVersion(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
+class VersionFile(Base):
+    """A file of a version's upload: its path in the upload and the blob (sha256) holding its bytes.
+
+    Bytes are stored once per content under `blobs/` of the storage root; versions refer to them, so a version
+    that changes 10 of 2,000 images adds 10 blobs.
+    """
+
+    __tablename__ = "version_files"
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    relative_path: Mapped[str] = mapped_column(Text, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class ImageCheck(Base):
+    """What decoding an image's bytes found, by content: a version decodes only bytes never checked before.
+
+    Keyed by sha256 and the file's suffix (`image.format_mismatch` depends on the name); `issues` holds the
+    check's findings as (severity, code, message) without the path, which each version supplies.
+    """
+
+    __tablename__ = "image_checks"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    suffix: Mapped[str] = mapped_column(String(16), primary_key=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    format: Mapped[str | None] = mapped_column(String(16))
+    mode: Mapped[str | None] = mapped_column(String(16))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    exif_orientation: Mapped[int] = mapped_column(Integer)
+    dhash: Mapped[int | None] = mapped_column(BigInteger)
+    issues: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = _created_at()
+
+
 class VersionValidation(Base):
     """The one verdict on a version: the check, the UI summary and the dataset status all come from it.
 

@@ -26,12 +26,14 @@ from dataset_pipeline.db.models import (
     DatasetVersion,
     Export,
     Image,
+    ImageCheck,
     Label,
     LabelEditRecord,
     Project,
     SplitAssignment,
     SplitReport,
     User,
+    VersionFile,
     VersionValidation,
 )
 from dataset_pipeline.domain.label_edits import EditEffect, ImageLabels, LabelEdit, LabelSet
@@ -230,6 +232,56 @@ def add_version(
     session.add(version)
     session.flush()
     return version
+
+
+def add_version_files(
+    session: Session, version: DatasetVersion, manifest: Sequence[tuple[str, str, int]]
+) -> int:
+    """Record which blob holds each file of a version; returns how many contents no version had before."""
+    shas = {sha for _, sha, _ in manifest}
+    known = (
+        set(session.scalars(sa.select(VersionFile.sha256).where(VersionFile.sha256.in_(shas)).distinct()))
+        if shas
+        else set()
+    )
+    copy_rows(
+        session.connection(),
+        "version_files",
+        ("version_id", "relative_path", "sha256", "size_bytes"),
+        ((version.id, path, sha, size) for path, sha, size in manifest),
+    )
+    return len(shas - known)
+
+
+def file_hashes(session: Session, version_id: int) -> dict[str, str]:
+    """relative path -> sha256 of every file of a version, as ingest stored it."""
+    return dict(
+        session.execute(
+            sa.select(VersionFile.relative_path, VersionFile.sha256).where(
+                VersionFile.version_id == version_id
+            )
+        ).all()
+    )
+
+
+def cached_checks(session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], ImageCheck]:
+    """Earlier image checks by (sha256, suffix): bytes the project has decoded before need no decoding."""
+    keys = set(keys)
+    if not keys:
+        return {}
+    shas = {sha for sha, _ in keys}
+    found = session.scalars(sa.select(ImageCheck).where(ImageCheck.sha256.in_(shas)))
+    return {(c.sha256, c.suffix): c for c in found if (c.sha256, c.suffix) in keys}
+
+
+def add_checks(session: Session, checks: Iterable[dict[str, Any]]) -> None:
+    """Remember image checks by content; a content checked twice at once keeps the first row."""
+    rows = list(checks)
+    if rows:
+        statement = sa.dialects.postgresql.insert(ImageCheck).on_conflict_do_nothing(
+            index_elements=["sha256", "suffix"]
+        )
+        session.execute(statement, rows)
 
 
 def validation_of(session: Session, version_id: int) -> VersionValidation | None:
@@ -764,18 +816,19 @@ def labels_content_hash(class_names: Sequence[str], images: Iterable[ImageRow]) 
 # --- pruning -----------------------------------------------------------------------------------------------
 
 
-def prune_versions(session: Session, dataset: Dataset, keep: int) -> tuple[list[int], set[str]]:
+def prune_versions(session: Session, dataset: Dataset, keep: int) -> tuple[list[int], set[str], set[str]]:
     """Delete all but the newest `keep` versions of a dataset with everything computed from them.
 
-    Returns the pruned version numbers and the storage paths (relative) that no kept version refers to any more,
-    for the caller to delete once this transaction has committed.
+    Returns the pruned version numbers, the storage paths (relative) no kept version refers to any more, and
+    the sha256 of the pruned versions' files, for the caller to delete once this transaction has committed
+    (a blob goes only when no folder links to it any more).
     """
     if keep < 1:
         raise ValueError("keep at least one version")
     versions = versions_of(session, dataset.id)
     pruned, kept = versions[:-keep], versions[-keep:]
     if not pruned:
-        return [], set()
+        return [], set(), set()
     pruned_ids = [v.id for v in pruned]
 
     def paths(ids: Sequence[int]) -> set[str]:
@@ -785,11 +838,9 @@ def prune_versions(session: Session, dataset: Dataset, keep: int) -> tuple[list[
         return found
 
     unreferenced = paths(pruned_ids) - paths([v.id for v in kept])
+    shas = set(session.scalars(sa.select(VersionFile.sha256).where(VersionFile.version_id.in_(pruned_ids))))
     session.execute(sa.delete(DatasetVersion).where(DatasetVersion.id.in_(pruned_ids)))
-    return [v.number for v in pruned], unreferenced
-
-
-# --- what the CLI reads across versions -------------------------------------------------------------------
+    return [v.number for v in pruned], unreferenced, shas
 
 
 def validations_of(session: Session, version_ids: Sequence[int]) -> dict[int, VersionValidation]:

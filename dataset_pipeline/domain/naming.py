@@ -9,7 +9,7 @@ PARTITION_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _UNSAFE = re.compile(r"[^a-z0-9_-]+")
 #: Names that come from outside (user, project, dataset) must match this before they touch a path.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-RESERVED_NAMES = frozenset({"inbox", "_rejected", "_processing"})
+RESERVED_NAMES = frozenset({"inbox", "_rejected", "_processing", "blobs"})
 
 
 def name_problem(value: object, kind: str) -> str | None:

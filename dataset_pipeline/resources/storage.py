@@ -13,14 +13,18 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import dagster as dg
 
 from dataset_pipeline.domain.naming import name_problem
+from dataset_pipeline.domain.safe_extract import sha256_file
 from dataset_pipeline.settings import Settings
+
+#: Folder under the storage root that holds every file's bytes once, named by sha256.
+BLOBS_FOLDER = "blobs"
 
 
 class UnsafePathError(ValueError):
@@ -73,6 +77,14 @@ class DatasetStorage(dg.ConfigurableResource, ABC):
     @abstractmethod
     def relative(self, path: Path) -> str:
         """The root-relative posix string the database stores for a path under the root."""
+
+    @abstractmethod
+    def intern_tree(self, folder: Path) -> list[tuple[str, str, int]]:
+        """Store every file under `folder` once by content; returns (relative path, sha256, size) per file."""
+
+    @abstractmethod
+    def remove_unreferenced_blobs(self, sha256s: Iterable[str]) -> int:
+        """Delete the blobs among these that no version's files refer to any more; returns bytes freed."""
 
     def version_dir(self, user: str, project: str, dataset: str, number: int) -> Path:
         """Folder of one version of a dataset (its kept upload, unpacked files, augmentations, exports)."""
@@ -138,6 +150,47 @@ class LocalDatasetStorage(DatasetStorage):
         with atomic_writer(target) as handle:
             handle.write(data)
         return target
+
+    def blob_path(self, sha256: str) -> Path:
+        """Where the bytes with this sha256 live: `blobs/ab/abcdef…` under the root."""
+        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+            raise UnsafePathError(f"{sha256!r} is not a sha256 hex digest")
+        return self.root_path / BLOBS_FOLDER / sha256[:2] / sha256
+
+    def intern_tree(self, folder: Path) -> list[tuple[str, str, int]]:
+        """Move each file's bytes into the blob store (or drop them when the blob exists) and leave a hard link.
+
+        The version's folder keeps its tree for the parsers, but bytes that an earlier version already
+        holds take no space again. A hard link needs the blob store on the same filesystem as the folder,
+        which holds under one storage root.
+        """
+        manifest = []
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
+            sha256 = sha256_file(path)
+            blob = self.blob_path(sha256)
+            if blob.exists():
+                path.unlink()
+            else:
+                blob.parent.mkdir(parents=True, exist_ok=True)
+                staging = blob.with_name(f".{blob.name}.{os.getpid()}.part")
+                os.link(path, staging)
+                os.replace(staging, blob)
+                path.unlink()
+            os.link(blob, path)
+            manifest.append((path.relative_to(folder).as_posix(), sha256, blob.stat().st_size))
+        return manifest
+
+    def remove_unreferenced_blobs(self, sha256s: Iterable[str]) -> int:
+        """A blob whose only link is its own name in the store is referenced by no version's folder."""
+        freed = 0
+        for sha256 in set(sha256s):
+            blob = self.blob_path(sha256)
+            with contextlib.suppress(FileNotFoundError):
+                stat = blob.stat()
+                if stat.st_nlink == 1:
+                    blob.unlink()
+                    freed += stat.st_size
+        return freed
 
     def relative(self, path: Path) -> str:
         root = self.root_path

@@ -58,8 +58,8 @@ def _changed_copy(source: Path, target: Path) -> Path:
         labels = sorted(n for n in names if n.endswith(".txt") and n.startswith("labels/"))
         for name in names:
             data = original.read(name)
-            if name == images[0]:
-                data = original.read(images[1])
+            if name == images[0]:  # new bytes that still decode (a JPEG may carry data after its end)
+                data = original.read(images[1]) + b"\0" * 16
             if name == labels[-1]:
                 data = b""
             changed.writestr(name, data)
@@ -85,6 +85,7 @@ def test_a_changed_reupload_is_version_2_of_the_same_partition_and_version_1_sta
     v1_rows = _rows_of_version(db, v1.id)
     assert v1_rows["exports"] and v1_rows["split_assignments"] and v1_rows["augmentations"]
 
+    blobs_before = {p.name for p in (storage_root / "blobs").rglob("*") if p.is_file()}
     second = _changed_copy(first, tmp_path / "trucks.zip")
     key_again, result = process_upload(
         dagster_instance, second, user="ann", project="traffic", name="trucks", resources=resources
@@ -109,7 +110,16 @@ def test_a_changed_reupload_is_version_2_of_the_same_partition_and_version_1_sta
     records = dagster_instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("validated_dataset"), asset_partitions=[key]), limit=10
     ).records
-    assert sorted(r.asset_materialization.metadata["version"].value for r in records) == [1, 2]
+    by_version = {r.asset_materialization.metadata["version"].value: r.asset_materialization for r in records}
+    assert sorted(by_version) == [1, 2]
+    # only the one image with new bytes was decoded again; the other 13 came from the content-addressed checks
+    assert by_version[2].metadata["decoded"].value == 1
+    assert by_version[2].metadata["checked_before"].value == 13
+    # and only new contents were stored: the changed image and the emptied label file, at most
+    added = {p.name for p in (storage_root / "blobs").rglob("*") if p.is_file()} - blobs_before
+    assert 1 <= len(added) <= 2
+    v2_files = {p for p in (storage_root / versions[1].files_path).rglob("*") if p.is_file()}
+    assert sum(p.stat().st_nlink > 1 for p in v2_files) == len(v2_files), "every file is a link to its blob"
 
     monkeypatch.setenv("DATABASE_URL", db.url)
     monkeypatch.setenv("DATASET_STORAGE_ROOT", str(storage_root))
@@ -122,6 +132,21 @@ def test_a_changed_reupload_is_version_2_of_the_same_partition_and_version_1_sta
     capsys.readouterr()
     assert cli.main(["diff", key, "--from", "1", "--to", "2", "--json"]) == 0
     assert '"changed"' in capsys.readouterr().out
+
+    # pruning version 1 frees what only it held: its folder, and the bytes of the image version 2 replaced
+    assert cli.main(["prune", key, "--keep", "1", "--yes"]) == 0
+    with db.session() as session:
+        assert [v.number for v in repository.versions_of(session, dataset.id)] == [2]
+    assert not (storage_root / v1.files_path).exists()
+    blobs_after = {p.name for p in (storage_root / "blobs").rglob("*") if p.is_file()}
+    v2_shas = {
+        path.name
+        for path in (storage_root / "blobs").rglob("*")
+        if path.is_file() and path.stat().st_nlink > 1
+    }
+    assert blobs_after == v2_shas, "every blob left is linked from version 2's files"
+    target = tmp_path / "v2-again.zip"
+    assert cli.main(["download", key, "--version", "2", "--format", "yolo", "-o", str(target)]) == 0
 
 
 def test_moving_the_storage_root_keeps_every_dataset_working(tmp_path, db, dagster_instance, resources):

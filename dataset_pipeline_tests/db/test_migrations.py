@@ -17,6 +17,8 @@ EXPECTED_TABLES = {
     "datasets",
     "dataset_versions",
     "version_validations",
+    "version_files",
+    "image_checks",
     "images",
     "labels",
     "dataset_validations",

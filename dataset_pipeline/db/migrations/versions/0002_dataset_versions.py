@@ -108,6 +108,31 @@ def upgrade() -> None:
     )
 
     op.create_table(
+        "version_files",
+        sa.Column("version_id", sa.BigInteger(), nullable=False),
+        sa.Column("relative_path", sa.Text(), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("size_bytes", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["version_id"], ["dataset_versions.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("version_id", "relative_path"),
+    )
+    op.create_index("ix_version_files_sha256", "version_files", ["sha256"])
+    op.create_table(
+        "image_checks",
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("suffix", sa.String(length=16), nullable=False),
+        sa.Column("size_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("format", sa.String(length=16), nullable=True),
+        sa.Column("mode", sa.String(length=16), nullable=True),
+        sa.Column("width", sa.Integer(), nullable=False),
+        sa.Column("height", sa.Integer(), nullable=False),
+        sa.Column("exif_orientation", sa.Integer(), nullable=False),
+        sa.Column("dhash", sa.BigInteger(), nullable=True),
+        sa.Column("issues", _JSONB, nullable=False),
+        _created_at(),
+        sa.PrimaryKeyConstraint("sha256", "suffix"),
+    )
+    op.create_table(
         "version_validations",
         sa.Column("version_id", sa.BigInteger(), nullable=False),
         sa.Column("dataset_id", sa.BigInteger(), nullable=False),
