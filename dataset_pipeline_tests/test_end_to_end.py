@@ -62,6 +62,7 @@ def test_a_dropped_dataset_goes_through_the_graph_under_dagster_dev(tmp_path, ex
         assert submitted.returncode == 0, submitted.stderr
         assert not list((storage / "inbox").rglob("*.part"))
 
+        run_ids = {}
         for key in ("e2e-cars-trucks", "demo-samples-sample-yolo"):
 
             def finished(key=key):
@@ -73,6 +74,7 @@ def test_a_dropped_dataset_goes_through_the_graph_under_dagster_dev(tmp_path, ex
 
             runs = server.wait_for(f"the run of {key}", finished, 420)
             assert [run["jobName"] for run in runs] == ["process_dataset"]  # automation adds no second run
+            run_ids[key] = runs[0]["runId"]
 
         listed = server.cli("list")
         assert listed.returncode == 0, listed.stderr
@@ -86,11 +88,19 @@ def test_a_dropped_dataset_goes_through_the_graph_under_dagster_dev(tmp_path, ex
     # else (no database file of the webserver, the daemon or the runs)
     assert [p for p in home.rglob("*") if p.is_file() and not written_by_design(p.relative_to(home))] == []
 
-    export = storage / "e2e" / "cars" / "trucks" / "exports" / "e2e-cars-trucks-coco.zip"
+    # Version 1 of the dataset, its export in a folder of the run that wrote it
+    version_dir = storage / "e2e" / "cars" / "trucks" / "v1"
+    export_dir = version_dir / "exports" / run_ids["e2e-cars-trucks"]
+    assert sorted(p.name for p in export_dir.iterdir()) == [
+        f"e2e-cars-trucks-v1-{fmt}.zip" for fmt in ("coco", "voc", "yolo")
+    ]
+    assert (version_dir / "source" / "trucks.zip").is_file() and (version_dir / "files").is_dir()
+    export = export_dir / "e2e-cars-trucks-v1-coco.zip"
     with zipfile.ZipFile(export) as archive:
         assert archive.testzip() is None
         manifest = json.loads(archive.read("manifest.json"))
     assert manifest["dataset"] == "e2e-cars-trucks"
+    assert manifest["run_id"] == run_ids["e2e-cars-trucks"]
 
     embedded = None
     url = external_database
@@ -100,16 +110,22 @@ def test_a_dropped_dataset_goes_through_the_graph_under_dagster_dev(tmp_path, ex
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as connection:
-            row = connection.execute(
+            status = connection.execute(
+                sa.text("SELECT status FROM datasets WHERE partition_key = 'e2e-cars-trucks'")
+            ).scalar_one()
+            versions = connection.execute(
                 sa.text(
-                    "SELECT d.status, d.format, count(i.id) AS images FROM datasets d "
-                    "JOIN images i ON i.dataset_id = d.id AND NOT i.is_augmented "
-                    "WHERE d.partition_key = 'e2e-cars-trucks' GROUP BY d.status, d.format"
+                    "SELECT v.number, v.cause, v.run_id, v.format, v.source_path, v.files_path, vv.passed, "
+                    "(SELECT count(*) FROM images i WHERE i.version_id = v.id AND NOT i.is_augmented) "
+                    "FROM dataset_versions v JOIN datasets d ON d.id = v.dataset_id "
+                    "LEFT JOIN version_validations vv ON vv.version_id = v.id "
+                    "WHERE d.partition_key = 'e2e-cars-trucks' ORDER BY v.number"
                 )
-            ).one()
+            ).all()
             exports = connection.execute(
                 sa.text(
-                    "SELECT e.format, e.path FROM exports e JOIN datasets d ON d.id = e.dataset_id "
+                    "SELECT e.format, e.path, e.run_id, v.number FROM exports e "
+                    "JOIN dataset_versions v ON v.id = e.version_id JOIN datasets d ON d.id = v.dataset_id "
                     "WHERE d.partition_key = 'e2e-cars-trucks' ORDER BY 1"
                 )
             ).all()
@@ -118,6 +134,23 @@ def test_a_dropped_dataset_goes_through_the_graph_under_dagster_dev(tmp_path, ex
         engine.dispose()
         if embedded is not None:
             embedded.stop()
-    assert (row.status, row.format, row.images) == ("exported", "coco", 12)
-    assert [e.format for e in exports] == ["coco", "voc", "yolo"] and str(export) in {e.path for e in exports}
+    run_id = run_ids["e2e-cars-trucks"]
+    assert status == "exported"
+    assert [tuple(v) for v in versions] == [
+        (
+            1,
+            "upload",
+            run_id,
+            "coco",
+            "e2e/cars/trucks/v1/source/trucks.zip",
+            "e2e/cars/trucks/v1/files",
+            True,
+            12,
+        )
+    ]
+    # Paths in the database are relative to the storage root
+    assert [tuple(e) for e in exports] == [
+        (fmt, (export_dir / f"e2e-cars-trucks-v1-{fmt}.zip").relative_to(storage).as_posix(), run_id, 1)
+        for fmt in ("coco", "voc", "yolo")
+    ]
     assert dagster_runs >= 2  # Dagster's own storage is in PostgreSQL too

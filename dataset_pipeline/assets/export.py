@@ -157,6 +157,7 @@ def dataset_export(
     clean_up_interrupted_writes(context, exports_dir)
     manifest_fields = {
         "dataset": dataset.partition_key,
+        "version": version.number,
         "owner": user,
         "project": project,
         "class_names": class_names,

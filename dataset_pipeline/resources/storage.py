@@ -238,12 +238,13 @@ _WRITTEN_FOLDERS = ("", "exports", "source")
 
 
 def sweep_interrupted_writes(dataset_dir: Path) -> list[str]:
-    """Remove what a killed or failed writer left in a dataset folder, and return what was done.
+    """Remove what a killed or failed writer left in a folder, and return what was done.
 
-    Every write into a dataset folder goes to a name starting with "." first (`.files-new`, `.augmented-new`,
-    `.staging-*`, `.<zip>.*.part`, ...) and is renamed into place when complete. The run coordinator allows one
-    run per dataset at a time, so a hidden entry seen when a step starts belongs to an interrupted run. A folder
-    that `replace_directory` moved aside before its replacement arrived is put back instead of deleted.
+    Every write into a version's folder goes to a name starting with "." first (`.files-new`,
+    `augmented/.{run id}-new`, `exports/.staging-*`, `.<zip>.*.part`, ...) and is renamed into place when
+    complete; callers pass the folder they write into. The run coordinator allows one run per dataset at a
+    time, so a hidden entry seen when a step starts belongs to an interrupted run. A folder that
+    `replace_directory` moved aside before its replacement arrived is put back instead of deleted.
     """
     done: list[str] = []
     for folder in (dataset_dir / name if name else dataset_dir for name in _WRITTEN_FOLDERS):

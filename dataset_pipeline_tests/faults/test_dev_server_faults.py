@@ -29,6 +29,7 @@ from dataset_pipeline.domain.inbox import place_in_inbox
 from dataset_pipeline.domain.model import DatasetFormat
 from dataset_pipeline.domain.synthetic import generate_dataset
 from dataset_pipeline.embedded_postgres import ensure_database, start_embedded
+from dataset_pipeline.sensors import DROP_TAG
 from dataset_pipeline_tests.databases import fresh_database
 from dataset_pipeline_tests.dev_server import DevServer, process_tree, running_dev_server
 from dataset_pipeline_tests.faults.database_locks import table_locked, writers_waiting_on_a_lock
@@ -137,46 +138,75 @@ def kill_tree(pid: int) -> list[int]:
 
 
 def dataset_state(engine: sa.Engine, key: str) -> dict:
+    """The dataset's status and versions, and what its newest version has: original images, labels, findings
+    (and the runs that wrote them), the run of its verdict, and its newest zip per format."""
     with engine.connect() as connection:
         row = connection.execute(
             sa.text(
                 "SELECT d.id, d.status, "
-                "(SELECT count(*) FROM images i WHERE i.dataset_id = d.id AND NOT i.is_augmented) AS images, "
-                "(SELECT count(*) FROM labels l WHERE l.dataset_id = d.id) AS labels, "
-                "(SELECT count(*) FROM dataset_validations v WHERE v.dataset_id = d.id) AS validations, "
-                "(SELECT count(DISTINCT v.run_id) FROM dataset_validations v WHERE v.dataset_id = d.id) AS runs "
+                "(SELECT max(v.id) FROM dataset_versions v WHERE v.dataset_id = d.id) AS version_id "
                 "FROM datasets d WHERE d.partition_key = :key"
             ),
             {"key": key},
         ).one()
-        exports = connection.execute(
-            sa.text("SELECT format, path, sha256 FROM exports WHERE dataset_id = :id ORDER BY format"),
+        versions = connection.execute(
+            sa.text(
+                "SELECT number, cause, run_id FROM dataset_versions WHERE dataset_id = :id ORDER BY number"
+            ),
             {"id": row.id},
         ).all()
-    return {**row._asdict(), "exports": [tuple(e) for e in exports]}
+        newest = connection.execute(
+            sa.text(
+                "SELECT "
+                "(SELECT count(*) FROM images i WHERE i.version_id = :v AND NOT i.is_augmented) AS images, "
+                "(SELECT count(*) FROM labels l WHERE l.version_id = :v) AS labels, "
+                "(SELECT count(*) FROM dataset_validations f WHERE f.version_id = :v) AS validations, "
+                "(SELECT coalesce(array_agg(DISTINCT f.run_id), '{}') FROM dataset_validations f "
+                "WHERE f.version_id = :v) AS finding_runs, "
+                "(SELECT run_id FROM version_validations vv WHERE vv.version_id = :v) AS verdict_run"
+            ),
+            {"v": row.version_id},
+        ).one()
+        exports = connection.execute(
+            sa.text(
+                "SELECT DISTINCT ON (format) format, path, sha256, run_id FROM exports "
+                "WHERE version_id = :v ORDER BY format, id DESC"
+            ),
+            {"v": row.version_id},
+        ).all()
+    return {
+        "status": row.status,
+        "versions": [tuple(v) for v in versions],
+        **newest._asdict(),
+        "exports": [tuple(e) for e in exports],
+    }
 
 
 def dataset_folder(server: DevServer, name: str) -> Path:
+    """Every version of a dataset of the `faults` user: `v1/`, `v2/`, ..."""
     return server.storage / "faults" / "chaos" / name
 
 
 def hidden_entries(folder: Path) -> list[str]:
-    """Temporary names (leading '.') anywhere in a dataset folder except inside the user's own files/."""
+    """Temporary names (leading '.') anywhere in a dataset folder except inside a version's own `files/`."""
     found = []
     for path in folder.rglob(".*"):
         relative = path.relative_to(folder)
-        if relative.parts[0] != "files":
+        if relative.parts[1:2] != ("files",):
             found.append(relative.as_posix())
     return sorted(found)
 
 
-def assert_exports_complete(state: dict) -> None:
+def assert_exports_complete(server: DevServer, state: dict, run_id: str) -> None:
+    """Three zips in the newest version's export folder of `run_id`, complete and matching their rows."""
     assert [e[0] for e in state["exports"]] == ["coco", "voc", "yolo"]
-    for _, path, sha256 in state["exports"]:
-        with zipfile.ZipFile(path) as archive:
+    for _, path, sha256, written_by in state["exports"]:
+        assert written_by == run_id
+        assert Path(path).parent.name == run_id and not Path(path).is_absolute()
+        with zipfile.ZipFile(server.storage / path) as archive:
             assert archive.testzip() is None
             assert "manifest.json" in archive.namelist()
-        assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha256
+        assert hashlib.sha256((server.storage / path).read_bytes()).hexdigest() == sha256
 
 
 # --- tests --------------------------------------------------------------------------------------------
@@ -215,21 +245,26 @@ def test_a_run_killed_during_its_validation_write_leaves_the_old_state_and_its_r
         killed = kill_tree(worker)
     assert len(killed) >= 1
     after_kill = dataset_state(engine, key)
+    assert after_kill["versions"] == [(1, "upload", run["runId"])]
     assert (after_kill["status"], after_kill["images"], after_kill["labels"], after_kill["validations"]) == (
         "ingested",
         0,
         0,
         0,
-    ), "the killed transaction must leave the dataset as it was before validation"
+    ), "the killed transaction must leave the version as it was before validation"
+    assert after_kill["verdict_run"] is None
 
     failed = wait_for_run(server, key, "FAILURE", timeout=120)
     assert failed["runId"] == run["runId"]
     retry = wait_for_retry_of(server, run["runId"])
     assert retry["tags"].get("dagster/retry_number") == "1"
     final = dataset_state(engine, key)
-    assert (final["status"], final["images"], final["runs"]) == ("exported", 40, 1)
+    assert final["versions"] == [(1, "upload", run["runId"])], "the retry validates version 1, makes no other"
+    assert (final["status"], final["images"]) == ("exported", 40)
+    assert final["verdict_run"] == retry["runId"]
+    assert final["finding_runs"] == [retry["runId"]], "every finding of the version is the retry's"
     assert final["labels"] > 0
-    assert_exports_complete(final)
+    assert_exports_complete(server, final, retry["runId"])
     assert hidden_entries(dataset_folder(server, "killed-validating")) == []
 
 
@@ -238,30 +273,35 @@ def test_a_run_killed_while_writing_its_export_shows_no_partial_zip_and_its_retr
 ) -> None:
     key = drop(server, tmp_path, "killed-exporting", n_images=1200, seed=2)
     folder = dataset_folder(server, "killed-exporting")
+    exports = folder / "v1" / "exports"
     run = wait_for_run(server, key, "STARTED")
 
     def zip_being_written() -> bool:
-        return any((folder / "exports").glob(".staging-*/*.zip.*.part"))
+        return any(exports.glob(".staging-*/*.zip.*.part"))
 
     server.wait_for("the export to start writing a zip", zip_being_written, 240, poll=0.02)
     worker = step_start_pid(engine, run["runId"], "dataset_export")
     assert worker is not None
     kill_tree(worker)
 
-    visible = sorted(p.name for p in (folder / "exports").iterdir() if not p.name.startswith("."))
-    for name in visible:  # whatever is visible is complete
-        with zipfile.ZipFile(folder / "exports" / name) as archive:
-            assert archive.testzip() is None
+    visible = sorted(p for p in exports.iterdir() if not p.name.startswith("."))
+    for run_folder in visible:  # whatever is visible is a complete export folder
+        names = sorted(p.name for p in run_folder.iterdir())
+        assert names == [f"{key}-v1-{fmt}.zip" for fmt in ("coco", "voc", "yolo")], names
+        for name in names:
+            with zipfile.ZipFile(run_folder / name) as archive:
+                assert archive.testzip() is None
     after_kill = dataset_state(engine, key)
     assert after_kill["status"] == "split" and after_kill["exports"] == []
     left_behind = hidden_entries(folder)
-    assert any(entry.startswith("exports/.staging-") for entry in left_behind), left_behind
+    assert any(entry.startswith("v1/exports/.staging-") for entry in left_behind), left_behind
 
     wait_for_run(server, key, "FAILURE", timeout=120)
-    wait_for_retry_of(server, run["runId"])
+    retry = wait_for_retry_of(server, run["runId"])
     final = dataset_state(engine, key)
+    assert final["versions"] == [(1, "upload", run["runId"])]
     assert final["status"] == "exported" and final["images"] == 1200
-    assert_exports_complete(final)
+    assert_exports_complete(server, final, retry["runId"])
     assert hidden_entries(folder) == [], "the retry sweeps what the killed run left"
 
 
@@ -295,33 +335,89 @@ def test_ten_drops_at_once_all_finish_one_run_per_dataset_and_parallel_up_to_the
     parallel = _overlaps([span for spans in intervals.values() for span in spans])
     assert 2 <= parallel <= MAX_CONCURRENT_RUNS, f"{parallel} runs at once"
     for key in keys:
-        assert (server.storage / "burst" / "chaos" / key.removeprefix("burst-chaos-") / "exports").is_dir()
+        [run] = [run for run in runs if run["tags"]["dagster/partition"] == key]
+        exported = server.storage / "burst" / "chaos" / key.removeprefix("burst-chaos-") / "v1" / "exports"
+        assert sorted(p.relative_to(exported).as_posix() for p in exported.rglob("*") if p.is_file()) == [
+            f"{run['runId']}/{key}-v1-{fmt}.zip" for fmt in ("coco", "voc", "yolo")
+        ]
 
 
 def test_a_new_version_dropped_while_its_dataset_runs_queues_behind_it(
     server: DevServer, engine: sa.Engine, tmp_path: Path
 ) -> None:
+    """A changed `queued.zip` dropped again is the same dataset partition: its run waits for the running one
+    (one run per partition), then adds version 2 beside version 1, which keeps its files and zips."""
     inbox_file = server.storage / "inbox" / "faults" / "chaos" / "queued.zip"
     with table_locked(engine, "class_distributions"):  # holds the first run inside class_distribution
-        first_key = drop(server, tmp_path, "queued", n_images=12, seed=3)
-        first = wait_for_run(server, first_key, "STARTED")
+        key = drop(server, tmp_path, "queued", n_images=12, seed=3)
+        first = wait_for_run(server, key, "STARTED")
         server.wait_for("the first drop to leave the inbox", lambda: not inbox_file.exists(), 120, 0.2)
-        second_key = drop(server, tmp_path, "queued", n_images=12, seed=4)  # same name, other bytes
-        assert second_key == first_key
+        assert drop(server, tmp_path, "queued", n_images=12, seed=4) == key  # same name, other bytes
         second = server.wait_for(
             "the new version's run",
             lambda: next(
-                (r for r in server.runs({"dagster/partition": first_key}) if r["runId"] != first["runId"]), None
+                (r for r in server.runs({"dagster/partition": key}) if r["runId"] != first["runId"]), None
             ),
             120,
         )
-        assert second["tags"]["dagster/partition"] == f"{first_key}-v2"
+        assert second["tags"]["dagster/partition"] == key
+        assert second["tags"][DROP_TAG] != first["tags"][DROP_TAG]
         time.sleep(6)  # several coordinator ticks: it stays queued while the first run is in progress
-        statuses = {run["runId"]: run["status"] for run in server.runs({"dagster/partition": first_key})}
+        statuses = {run["runId"]: run["status"] for run in server.runs({"dagster/partition": key})}
         assert statuses == {first["runId"]: "STARTED", second["runId"]: "QUEUED"}
-    done_first = wait_for_run(server, first_key, "SUCCESS")
-    done_second = wait_for_run(server, f"{first_key}-v2", "SUCCESS")
+        during = dataset_state(engine, key)
+        assert during["versions"] == [(1, "upload", first["runId"])], "the queued drop has not started"
+
+    def both_succeeded():
+        runs = {run["runId"]: run for run in server.runs({"dagster/partition": key})}
+        if any(run["status"] in ("FAILURE", "CANCELED") for run in runs.values()):
+            pytest.fail(f"a run of {key} failed: {runs}\n{server.log_tail()}")
+        return runs if all(run["status"] == "SUCCESS" for run in runs.values()) else None
+
+    runs = server.wait_for(f"both runs of {key}", both_succeeded, 300)
+    assert set(runs) == {first["runId"], second["runId"]}, "one run per drop, nothing else"
+    done_first, done_second = runs[first["runId"]], runs[second["runId"]]
     assert done_second["startTime"] >= done_first["endTime"]
+
+    final = dataset_state(engine, key)
+    assert final["status"] == "exported"
+    assert final["versions"] == [(1, "upload", first["runId"]), (2, "upload", second["runId"])]
+    assert final["images"] == 12
+    assert_exports_complete(server, final, second["runId"])
+    assert {Path(path).name for _, path, _, _ in final["exports"]} == {
+        f"{key}-v2-{fmt}.zip" for fmt in ("coco", "voc", "yolo")
+    }
+    folder = dataset_folder(server, "queued")
+    with engine.connect() as connection:
+        old_exports = connection.execute(
+            sa.text(
+                "SELECT e.path, e.sha256, e.run_id FROM exports e JOIN dataset_versions v ON v.id = e.version_id "
+                "JOIN datasets d ON d.id = v.dataset_id WHERE d.partition_key = :key AND v.number = 1 "
+                "ORDER BY e.format"
+            ),
+            {"key": key},
+        ).all()
+        sources = connection.execute(
+            sa.text(
+                "SELECT v.source_path, v.upload_sha256 FROM dataset_versions v JOIN datasets d "
+                "ON d.id = v.dataset_id WHERE d.partition_key = :key ORDER BY v.number"
+            ),
+            {"key": key},
+        ).all()
+    assert [Path(path).name for path, _, _ in old_exports] == [
+        f"{key}-v1-{fmt}.zip" for fmt in ("coco", "voc", "yolo")
+    ]
+    for path, sha256, run_id in old_exports:  # version 1's zips are still there, byte for byte
+        assert run_id == first["runId"]
+        assert hashlib.sha256((server.storage / path).read_bytes()).hexdigest() == sha256
+    assert [path for path, _ in sources] == [
+        "faults/chaos/queued/v1/source/queued.zip",
+        "faults/chaos/queued/v2/source/queued.zip",
+    ]
+    assert sources[0].upload_sha256 != sources[1].upload_sha256
+    for number, (path, sha256) in enumerate(sources, start=1):
+        assert hashlib.sha256((server.storage / path).read_bytes()).hexdigest() == sha256, number
+    assert hidden_entries(folder) == []
 
 
 QUERIES = {

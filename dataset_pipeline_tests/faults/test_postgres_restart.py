@@ -1,5 +1,6 @@
 """PostgreSQL restarted while a step's write is in flight: the transaction rolls back, the step says why and is
-retried by its RetryPolicy, pooled connections recover (`pool_pre_ping`), and the dataset ends consistent.
+retried by its RetryPolicy (a lost connection is the one kind of error that is retried), pooled connections
+recover (`pool_pre_ping`), and the dataset ends consistent.
 
 The server restarted is a pgserver of this test's own (never the shared CI server), holding both our tables and
 Dagster's storage, as in `make dev`. A table lock held by the test parks the step inside its write, so the restart
@@ -86,20 +87,29 @@ def instance(app_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
 
 
 def snapshot(engine: sa.Engine, key: str) -> tuple:
-    """What a reader sees of the dataset: status, image and label counts, the image ids (new rows get new
-    ids) and which runs wrote the report."""
+    """What a reader sees of the dataset: its status and, per version (oldest first), its number, cause and
+    run, image and label counts, the smallest image id (new rows get new ids), the verdict and its run, and
+    which runs wrote its findings."""
     with engine.connect() as connection:
-        return connection.execute(
+        status = connection.execute(
+            sa.text("SELECT status FROM datasets WHERE partition_key = :key"), {"key": key}
+        ).scalar_one()
+        versions = connection.execute(
             sa.text(
-                "SELECT d.status, "
-                "(SELECT count(*) FROM images i WHERE i.dataset_id = d.id), "
-                "(SELECT count(*) FROM labels l WHERE l.dataset_id = d.id), "
-                "(SELECT min(i.id) FROM images i WHERE i.dataset_id = d.id), "
-                "(SELECT array_agg(DISTINCT v.run_id) FROM dataset_validations v WHERE v.dataset_id = d.id) "
-                "FROM datasets d WHERE d.partition_key = :key"
+                "SELECT v.number, v.cause, v.run_id, "
+                "(SELECT count(*) FROM images i WHERE i.version_id = v.id), "
+                "(SELECT count(*) FROM labels l WHERE l.version_id = v.id), "
+                "(SELECT min(i.id) FROM images i WHERE i.version_id = v.id), "
+                "(SELECT max(i.id) FROM images i WHERE i.version_id = v.id), "
+                "(SELECT passed FROM version_validations vv WHERE vv.version_id = v.id), "
+                "(SELECT run_id FROM version_validations vv WHERE vv.version_id = v.id), "
+                "(SELECT array_agg(DISTINCT f.run_id) FROM dataset_validations f WHERE f.version_id = v.id) "
+                "FROM dataset_versions v JOIN datasets d ON d.id = v.dataset_id "
+                "WHERE d.partition_key = :key ORDER BY v.number"
             ),
             {"key": key},
-        ).one()
+        ).all()
+    return status, [tuple(version) for version in versions]
 
 
 def error_messages(error) -> str:
@@ -141,10 +151,21 @@ def test_a_restart_during_the_validation_write_rolls_it_back_and_the_retry_compl
     assert first.success
     observer = sa.create_engine(app_url, poolclass=sa.pool.NullPool)
     old = snapshot(observer, key)
-    assert old[:2] == ("validated", 30) and old[2] > 0 and old[4] is None  # a clean dataset: no issues
+    status, [(number, cause, run_id, images, labels, _, last_id, passed, verdict_run, findings)] = old
+    assert (status, number, cause, run_id, images, passed, verdict_run) == (
+        "validated",
+        1,
+        "upload",
+        first.run_id,
+        30,
+        True,
+        first.run_id,
+    )
+    assert labels > 0 and findings is None  # a clean dataset: no issues
 
-    # The new validation differs from the old one: one image is gone from disk.
+    # Validating again finds version 1 changed on disk: one image is gone, which makes version 2.
     files = next(storage_root.rglob("files"))
+    assert files == storage_root / "ann" / "cars" / "restart" / "v1" / "files"
     removed = sorted(p for p in files.rglob("*.jpg"))[0]
     removed.unlink()
 
@@ -163,10 +184,10 @@ def test_a_restart_during_the_validation_write_rolls_it_back_and_the_retry_compl
         worker = threading.Thread(target=validate_again, daemon=True)
         worker.start()
         wait_until(lambda: writers_waiting_on_a_lock(observer) > 0)
-        # The step has deleted the old images and waits to write its report: restart the server now.
+        # The step has added version 2 and its images and waits to write its findings: restart the server now.
         restart(own_server)
 
-    # Right after the restart (the retry waits 5 s), readers see exactly the old state.
+    # Right after the restart (the retry waits 5 s), readers see exactly the old state: no version 2.
     assert snapshot(observer, key) == old
 
     worker.join(timeout=180)
@@ -180,17 +201,29 @@ def test_a_restart_during_the_validation_write_rolls_it_back_and_the_retry_compl
     assert "DatabaseConnectionLost: lost the connection to PostgreSQL" in reported
     assert "during a transaction, which was rolled back" in reported
 
-    new = snapshot(observer, key)
-    assert new[0] == "validated"
-    assert new[1] == 29  # the removed image is reported, not stored
-    assert new[3] > old[3] + 29  # all image rows were written again, once: the killed write left nothing
-    assert new[4] == [result.run_id]
+    status, versions = snapshot(observer, key)
+    assert status == "validated"
+    assert versions[0] == old[1][0], "version 1 is untouched: its 30 images, labels and verdict stay"
+    [(number, cause, run_id, images, labels, new_first_id, _, passed, verdict_run, findings)] = versions[1:]
+    assert (number, cause, run_id, passed, verdict_run, findings) == (
+        2,
+        "revalidation",
+        result.run_id,
+        True,
+        result.run_id,
+        [result.run_id],
+    ), "exactly one version 2, written by the retry"
+    assert images == 29  # the removed image is reported, not stored
+    assert labels > 0
+    # The killed attempt took ids for its 29 rows and kept none; the retry wrote them once, after those.
+    assert new_first_id > last_id + 29
     with observer.connect() as connection:
         missing = (
             connection.execute(
                 sa.text(
-                    "SELECT file FROM dataset_validations v JOIN datasets d ON d.id = v.dataset_id "
-                    "WHERE d.partition_key = :key AND v.code = 'file-missing-since-validation'"
+                    "SELECT f.file FROM dataset_validations f JOIN dataset_versions v ON v.id = f.version_id "
+                    "JOIN datasets d ON d.id = v.dataset_id "
+                    "WHERE d.partition_key = :key AND v.number = 2 AND f.code = 'file-missing-since-validation'"
                 ),
                 {"key": key},
             )

@@ -26,6 +26,31 @@ def test_layout_is_user_project_dataset(storage, storage_root):
     assert storage.inbox_dir() == storage_root / "inbox"
 
 
+def test_each_version_has_its_own_folder_under_the_dataset(storage, storage_root):
+    v1 = storage.version_dir("ann", "cars", "trucks", 1)
+    v2 = storage.version_dir("ann", "cars", "trucks", 2)
+    assert (v1, v2) == (storage_root / "ann/cars/trucks/v1", storage_root / "ann/cars/trucks/v2")
+    assert v1.is_dir() and v2.is_dir()
+    assert storage.version_dir("ann", "cars", "trucks", 1) == v1  # asking again is fine
+    with pytest.raises(UnsafePathError):
+        storage.version_dir("ann", "cars", "../trucks", 1)
+
+
+def test_database_paths_are_relative_to_the_root_and_resolve_back(storage, storage_root):
+    files = storage.version_dir("ann", "cars", "trucks", 1) / "files"
+    relative = storage.relative(files)
+    assert relative == "ann/cars/trucks/v1/files"
+    assert storage.resolve(relative) == files
+    # the same relative path finds the files after the root moved
+    moved = LocalDatasetStorage(root=str(storage_root.parent / "elsewhere"))
+    assert moved.resolve(relative) == storage_root.parent / "elsewhere" / "ann/cars/trucks/v1/files"
+
+
+def test_a_path_outside_the_root_has_no_relative_form(storage, tmp_path):
+    with pytest.raises(UnsafePathError, match="not under the storage root"):
+        storage.relative(tmp_path / "outside" / "x.zip")
+
+
 @pytest.mark.parametrize(
     "user,project,dataset",
     [
@@ -132,6 +157,30 @@ def test_sweep_removes_what_interrupted_writers_leave_and_nothing_else(tmp_path)
         "source/trucks.zip",
     ]
     assert sweep_interrupted_writes(dataset) == []
+
+
+def test_sweep_of_a_versions_run_folders_removes_only_what_was_staged(tmp_path):
+    """Augmentations and exports publish one folder per run (`augmented/{run}/`, `exports/{run}/`) from a
+    hidden sibling; a killed run leaves only that sibling, and the published folders of earlier runs stay."""
+    version = tmp_path / "ann" / "cars" / "trucks" / "v1"
+    for name in (
+        "augmented/run-1/a__aug0.jpg",
+        "augmented/.run-2-new/a__aug0.jpg",  # a killed augmentation
+        "exports/run-1/trucks-v1-yolo.zip",
+        "exports/.staging-k3/trucks-v1-coco.zip.x1.part",  # a killed export
+    ):
+        (version / name).parent.mkdir(parents=True, exist_ok=True)
+        (version / name).write_bytes(b"x")
+    assert sweep_interrupted_writes(version / "augmented") == ["removed .run-2-new"]
+    assert sweep_interrupted_writes(version / "exports") == ["removed .staging-k3"]
+    assert _files(version) == [
+        "augmented",
+        "augmented/run-1",
+        "augmented/run-1/a__aug0.jpg",
+        "exports",
+        "exports/run-1",
+        "exports/run-1/trucks-v1-yolo.zip",
+    ]
 
 
 def test_sweep_puts_back_a_folder_swapped_out_just_before_a_crash(tmp_path):
