@@ -2,6 +2,7 @@
 
 import base64
 import functools
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from dataset_pipeline.db import repository
@@ -50,8 +52,6 @@ TRANSIENT_ERROR_RETRY = dg.RetryPolicy(max_retries=2, delay=5)
 
 def is_transient(error: BaseException) -> bool:
     """A lost or refused connection to PostgreSQL: trying again later can succeed."""
-    import sqlalchemy as sa
-
     if isinstance(error, DatabaseConnectionLost):
         return True
     if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
@@ -66,21 +66,22 @@ def retry_transient_errors_only(compute: Callable[..., Any]) -> Callable[..., An
     repeats the work (decoding a whole dataset three times) before the same error.
     """
 
-    def failing_once(error: Exception) -> dg.Failure:
-        if isinstance(error, dg.Failure):
+    def as_final(error: Exception) -> Exception:
+        if is_transient(error) or isinstance(error, dg.Failure):
             return error
         return dg.Failure(f"{type(error).__name__}: {error}", allow_retries=False)
 
-    if _is_generator(compute):
+    if inspect.isgeneratorfunction(compute):
 
         @functools.wraps(compute)
         def generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
             try:
                 yield from compute(*args, **kwargs)
             except Exception as error:
-                if is_transient(error) or isinstance(error, dg.Failure):
+                final = as_final(error)
+                if final is error:
                     raise
-                raise failing_once(error) from error
+                raise final from error
 
         return generator
 
@@ -89,17 +90,12 @@ def retry_transient_errors_only(compute: Callable[..., Any]) -> Callable[..., An
         try:
             return compute(*args, **kwargs)
         except Exception as error:
-            if is_transient(error) or isinstance(error, dg.Failure):
+            final = as_final(error)
+            if final is error:
                 raise
-            raise failing_once(error) from error
+            raise final from error
 
     return function
-
-
-def _is_generator(function: Callable[..., Any]) -> bool:
-    import inspect
-
-    return inspect.isgeneratorfunction(function)
 
 
 def dataset_row(session: Session, partition_key: str) -> Dataset:

@@ -276,23 +276,7 @@ def _rows_after_drift(
         if image.relative_path in missing:
             continue
         fact = refreshed.get(image.relative_path)
-        record = records[image.id]
-        row = repository.ImageRow(
-            relative_path=image.relative_path,
-            sha256=record.sha256,
-            size_bytes=record.size_bytes,
-            mtime_ns=record.mtime_ns,
-            format=record.format,
-            mode=record.mode,
-            width=record.width,
-            height=record.height,
-            exif_orientation=record.exif_orientation,
-            dhash=record.dhash,
-            label_state=record.label_state,
-            source_split=record.source_split,
-            quarantined=record.quarantined,
-            boxes=image.boxes,
-        )
+        row = repository.ImageRow.taken_over(records[image.id], image.boxes)
         if fact is not None:
             fits = fact.usable and (fact.width, fact.height) == (image.width, image.height)
             row = dataclasses.replace(

@@ -311,6 +311,26 @@ class ImageRow:
     source_image_id: int | None = None
     recipe: dict[str, Any] | None = None
 
+    @classmethod
+    def taken_over(cls, record: Image, boxes: Sequence[Box], label_state: str | None = None) -> ImageRow:
+        """A parent version's image as a row of a derived version (a label edit, a re-validation)."""
+        return cls(
+            relative_path=record.relative_path,
+            sha256=record.sha256,
+            size_bytes=record.size_bytes,
+            mtime_ns=record.mtime_ns,
+            format=record.format,
+            mode=record.mode,
+            width=record.width,
+            height=record.height,
+            exif_orientation=record.exif_orientation,
+            dhash=record.dhash,
+            label_state=label_state or record.label_state,
+            source_split=record.source_split,
+            quarantined=record.quarantined,
+            boxes=boxes,
+        )
+
 
 def insert_images_with_labels(
     session: Session, version: DatasetVersion, images: Sequence[ImageRow], augmentation_id: int | None = None
@@ -407,7 +427,16 @@ def store_validation(
 ) -> dict[str, int]:
     """Write a version's images, boxes, findings and verdict; a version is validated once."""
     ids = insert_images_with_labels(session, version, images)
-    copy_rows(
+    add_findings(session, version, issues, run_id)
+    add_verdict(session, version, verdict, run_id)
+    return ids
+
+
+def add_findings(
+    session: Session, version: DatasetVersion, issues: Iterable[Issue], run_id: str | None
+) -> int:
+    """COPY findings (`dataset_validations` rows) of a version; returns how many were written."""
+    return copy_rows(
         session.connection(),
         "dataset_validations",
         VALIDATION_COLUMNS,
@@ -427,8 +456,6 @@ def store_validation(
             for i in issues
         ),
     )
-    add_verdict(session, version, verdict, run_id)
-    return ids
 
 
 def add_verdict(session: Session, version: DatasetVersion, verdict: Verdict, run_id: str | None) -> None:
@@ -465,26 +492,7 @@ def copy_findings(
             ).where(DatasetValidation.version_id == parent.id),
         )
     )
-    copy_rows(
-        session.connection(),
-        "dataset_validations",
-        VALIDATION_COLUMNS,
-        (
-            (
-                version.dataset_id,
-                version.id,
-                run_id,
-                str(i.severity),
-                i.code,
-                i.file,
-                i.line,
-                i.annotation_id,
-                i.image,
-                i.message,
-            )
-            for i in extra
-        ),
-    )
+    add_findings(session, version, extra, run_id)
 
 
 def findings_of(session: Session, version_id: int) -> list[DatasetValidation]:
@@ -736,26 +744,8 @@ def image_rows_with_labels(
     """The rows of a derived version: the parent's image facts with the given labels."""
     rows = []
     for image in stored:
-        fact = facts[image.id]
         edited = labels.images[image.relative_path]
-        rows.append(
-            ImageRow(
-                relative_path=image.relative_path,
-                sha256=fact.sha256,
-                size_bytes=fact.size_bytes,
-                mtime_ns=fact.mtime_ns,
-                format=fact.format,
-                mode=fact.mode,
-                width=fact.width,
-                height=fact.height,
-                exif_orientation=fact.exif_orientation,
-                dhash=fact.dhash,
-                label_state=str(edited.label_state),
-                source_split=fact.source_split,
-                quarantined=fact.quarantined,
-                boxes=edited.boxes,
-            )
-        )
+        rows.append(ImageRow.taken_over(facts[image.id], edited.boxes, label_state=str(edited.label_state)))
     return rows
 
 

@@ -173,6 +173,7 @@ def write_deterministic_zip(
 def build_manifest(
     *,
     dataset: str,
+    version: int,
     owner: str,
     project: str,
     dataset_format: str,
@@ -191,6 +192,7 @@ def build_manifest(
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "dataset": dataset,
+        "version": version,
         "owner": owner,
         "project": project,
         "format": str(dataset_format),

@@ -333,6 +333,31 @@ def test_hostile_strings_round_trip_through_copy_and_bound_writes(db: Database) 
         issues = [issue(index, value) for index, value in enumerate(HOSTILE)]
         ids = repository.store_validation(session, version, images, issues, verdict(), run_id="'; --")
         assert len(ids) == len(HOSTILE)
+        manifest = [(value, f"{index:064x}", index) for index, value in enumerate(HOSTILE)]
+        assert repository.add_version_files(session, version, manifest) == len(HOSTILE)
+        assert repository.file_hashes(session, version.id) == {path: sha for path, sha, _ in manifest}
+        repository.add_checks(
+            session,
+            [
+                {
+                    "sha256": f"{index:064x}",
+                    "suffix": value[:16],
+                    "size_bytes": 1,
+                    "format": value[:16],
+                    "mode": None,
+                    "width": 1,
+                    "height": 1,
+                    "exif_orientation": 1,
+                    "dhash": None,
+                    "issues": [["error", value, value]],
+                }
+                for index, value in enumerate(HOSTILE)
+            ],
+        )
+        cached = repository.cached_checks(session, [(f"{i:064x}", v[:16]) for i, v in enumerate(HOSTILE)])
+        assert {key: check.issues for key, check in cached.items()} == {
+            (f"{i:064x}", v[:16]): [["error", v, v]] for i, v in enumerate(HOSTILE)
+        }
         copied = copy_rows(  # copy_rows directly, every text column hostile, NULL and "" side by side
             session.connection(),
             "dataset_validations",
@@ -522,4 +547,6 @@ def test_hostile_strings_round_trip_through_copy_and_bound_writes(db: Database) 
         "split_reports": 1,
         "users": len(HOSTILE),
         "version_validations": 1,
+        "version_files": len(HOSTILE),
+        "image_checks": len(HOSTILE),
     }

@@ -24,7 +24,8 @@ from dataset_pipeline.domain.export_zip import (
 from dataset_pipeline.domain.model import RenderedDataset
 
 MANIFEST_FIELDS: dict[str, Any] = {
-    "dataset": "birds-v1",
+    "dataset": "birds",
+    "version": 1,
     "owner": "ana",
     "project": "wildlife",
     "dataset_format": "yolo",
@@ -124,7 +125,7 @@ def test_manifest_hashes_match_the_zip_contents(
     assert manifest["classes"] == {"0": "sparrow", "1": "owl"}
     assert manifest["run_id"] == "run-123" and manifest["pipeline_version"] == "0.1.0"
     assert manifest["splits"]["train"] == {"images": 2, "boxes": 3}
-    assert manifest["format"] == "yolo" and manifest["dataset"] == "birds-v1"
+    assert manifest["format"] == "yolo" and manifest["dataset"] == "birds" and manifest["version"] == 1
 
 
 def test_build_manifest_is_stable_json() -> None:
