@@ -120,7 +120,7 @@ def labels(context: dg.AssetExecutionContext, config: LabelsConfig, database: Da
             f"{edit.operation}: boxes {effect.boxes_before} -> {effect.boxes_after}, "
             f"classes {len(effect.classes_before)} -> {len(effect.classes_after)}"
         )
-    usable = [image for image in stored if not image.quarantined and image.label_state != "unlabelled"]
+    usable = [image for image in stored if image.usable]
     metadata = {
         **version_metadata(dataset, version),
         "images": len(usable),
@@ -168,7 +168,7 @@ def _edit(
     summary = dict(parent_verdict.summary)
     decision = decide_gate(
         images=len(rows),
-        usable=sum(not row.quarantined and row.label_state != "unlabelled" for row in rows),
+        usable=sum(row.usable for row in rows),
         quarantined=sum(row.quarantined for row in rows),
         policy=summary.get("policy", "quarantine"),
         max_error_share=summary.get("max_error_share", 0.5),

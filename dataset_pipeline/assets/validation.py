@@ -196,7 +196,7 @@ def _revalidate(
     policy = verdict.summary.get("policy", config.policy)
     decision = decide_gate(
         images=len(rows),
-        usable=sum(not row.quarantined and row.label_state != "unlabelled" for row in rows),
+        usable=sum(row.usable for row in rows),
         quarantined=quarantined,
         missing=missing,
         policy=policy,

@@ -1,4 +1,4 @@
-"""Run the six assets once on a fresh partition and read back what each step took and what it produced.
+"""Run the graph (or some of its assets) once for a partition and read back what each step took and produced.
 
 Step windows come from Dagster's event log (STEP_START / STEP_SUCCESS), so they include what Dagster does
 inside a step (event writes, metadata) but not what it does between steps, which is reported as overhead.
@@ -57,6 +57,8 @@ class PipelineRun:
     resource_init_s: float
     events: int
     copies: list[CopyCall] = field(default_factory=list)
+    #: Asset name -> the metadata of its materialisation in this run, as plain values.
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -90,11 +92,12 @@ def run_pipeline(
     storage_root: Path,
     project: str,
     name: str,
+    assets: Sequence[dg.AssetsDefinition] | None = None,
 ) -> PipelineRun:
-    """Materialise the whole graph in this process for a new partition; raises if any step fails.
+    """Materialise the whole graph, or only `assets`, in this process for the upload; raises if a step fails.
 
-    `project` must be new for every call: an upload whose bytes a project already has is skipped as a
-    duplicate, and every round of a bench uploads the same bytes.
+    The partition is (user "bench", `project`, `name`): a new project gives a new dataset, the same project
+    and name a new version of it. An upload whose bytes the project already has is skipped as a duplicate.
     """
     resources = {
         "database": DatabaseResource(url=database_url),
@@ -102,18 +105,30 @@ def run_pipeline(
     }
     with recorded_copies() as copies, span() as call:
         key, result = process_upload(
-            instance, archive, user="bench", project=project, name=name, resources=resources
+            instance,
+            archive,
+            user="bench",
+            project=project,
+            name=name,
+            resources=resources,
+            assets=list(assets) if assets is not None else None,
         )
     if not result.success:
         raise RuntimeError(f"the pipeline run {result.run_id} for {key} failed; see its event log")
-    steps, resource_init_s, events = _read_event_log(instance, result.run_id)
-    return PipelineRun(key, result.run_id, call, steps, resource_init_s, events, copies)
+    expected = (
+        set(STEP_OF_STAGE.values()) if assets is None else {asset.key.to_user_string() for asset in assets}
+    )
+    steps, resource_init_s, events, metadata = _read_event_log(instance, result.run_id, expected)
+    return PipelineRun(key, result.run_id, call, steps, resource_init_s, events, copies, metadata)
 
 
-def _read_event_log(instance: dg.DagsterInstance, run_id: str) -> tuple[dict[str, Span], float, int]:
-    """Step windows, resource start-up time and number of events of one run."""
+def _read_event_log(
+    instance: dg.DagsterInstance, run_id: str, expected: set[str]
+) -> tuple[dict[str, Span], float, int, dict[str, dict[str, Any]]]:
+    """Step windows, resource start-up time, number of events and materialisation metadata of one run."""
     starts: dict[str, float] = {}
     steps: dict[str, Span] = {}
+    metadata: dict[str, dict[str, Any]] = {}
     init_start = init_end = 0.0
     entries = instance.all_logs(run_id)
     for entry in entries:
@@ -127,10 +142,15 @@ def _read_event_log(instance: dg.DagsterInstance, run_id: str) -> tuple[dict[str
             init_start = init_start or entry.timestamp
         elif kind == dg.DagsterEventType.RESOURCE_INIT_SUCCESS:
             init_end = entry.timestamp
-    missing = sorted(set(STEP_OF_STAGE.values()) - set(steps))
+        elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION and entry.asset_materialization:
+            materialization = entry.asset_materialization
+            metadata[materialization.asset_key.to_user_string()] = {
+                name: getattr(value, "value", value) for name, value in materialization.metadata.items()
+            }
+    missing = sorted(expected - set(steps))
     if missing:
         raise RuntimeError(f"run {run_id}: no STEP_SUCCESS for {missing}; did the graph stop early?")
-    return steps, max(init_end - init_start, 0.0), len(entries)
+    return steps, max(init_end - init_start, 0.0), len(entries), metadata
 
 
 def dagster_overhead(run: PipelineRun) -> dict[str, float]:

@@ -1,5 +1,9 @@
 """One benchmark at one N: generate a dataset, run the graph, run the baselines on the same files, report.
 
+Each round also uploads the dataset again under the same name with 1% of its images changed and validates
+that version 2, to compare a second validation with the first; at the end it measures the disk use of the
+last round's dataset.
+
 `run_bench` takes an instance and a database URL instead of starting its own, so the test suite can hand in
 its PostgreSQL fixtures and the command line its temporary runtime.
 """
@@ -22,7 +26,9 @@ from typing import Any
 
 import dagster as dg
 
-from dataset_pipeline.bench import baselines
+from dataset_pipeline.assets import raw_upload, validated_dataset
+from dataset_pipeline.bench import baselines, uploads
+from dataset_pipeline.bench.disk import dataset_disk_use
 from dataset_pipeline.bench.measure import (
     Measurement,
     TreeRssSampler,
@@ -40,7 +46,13 @@ from dataset_pipeline.bench.pipeline import (
     read_produced,
     run_pipeline,
 )
-from dataset_pipeline.bench.report import StageResult, combine_rounds, evaluate_targets
+from dataset_pipeline.bench.report import (
+    REVALIDATION_STAGE,
+    STAGE_ORDER,
+    StageResult,
+    combine_rounds,
+    evaluate_targets,
+)
 from dataset_pipeline.db.database import Database
 from dataset_pipeline.db.repository import LABEL_COLUMNS
 from dataset_pipeline.domain.augmentation import DEFAULT_RECIPE
@@ -52,6 +64,8 @@ log = logging.getLogger("dataset_pipeline.bench")
 #: One object per row is ~100x slower than COPY; a sample is enough to show it.
 ORM_SAMPLE_ROWS = 2_000
 _CHECK_CHUNKSIZE = 16  # check_images' default
+#: Share of the images the re-upload of the revalidation stage changes (at least one).
+CHANGED_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,7 @@ class _Setup:
     storage_root: Path
     sampler: TreeRssSampler
     name_prefix: str
+    changed: tuple[str, ...]  # archive entries the re-upload changes
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,7 @@ class _Round:
     run: PipelineRun
     produced: Produced
     stages: list[StageResult]
+    archive_bytes: int  # of this round's upload (the generated one, every JPEG commented)
 
 
 def run_bench(
@@ -90,8 +106,9 @@ def run_bench(
 ) -> dict[str, Any]:
     """Measure every stage at `n_images` beside its baselines and return the report (see `results.json`).
 
-    With `repeats` > 1 the graph and the baselines run that many times on the same upload and every number is
-    the median, which keeps a burst of someone else's CPU use from deciding a ratio.
+    With `repeats` > 1 the graph and the baselines run that many times on the same pictures (each round under
+    new bytes, see `uploads`) and every number is the median, which keeps a burst of someone else's CPU use
+    from deciding a ratio.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     storage_root = storage_root or workdir / "storage"
@@ -99,9 +116,17 @@ def run_bench(
     with TreeRssSampler() as sampler:
         archive, generate_s = _generate(workdir, n_images, DatasetFormat(fmt), seed)
         setup = _Setup(
-            instance, database_url, archive, workdir, storage_root, sampler, f"bench-{fmt}-{n_images}"
+            instance,
+            database_url,
+            archive,
+            workdir,
+            storage_root,
+            sampler,
+            f"bench-{fmt}-{n_images}",
+            uploads.images_to_change(archive, CHANGED_SHARE),
         )
         rounds = [_round(setup, number, repeats) for number in range(1, repeats + 1)]
+    disk = dataset_disk_use(database_url, storage_root, rounds[-1].run.partition_key)
     overheads = [dagster_overhead(one.run) for one in rounds]
     overhead = {key: statistics.median(each[key] for each in overheads) for key in overheads[0]}
     if probe_startup:
@@ -123,10 +148,13 @@ def run_bench(
             "boxes": last.produced.original_boxes,
             "augmented_images": last.produced.augmented_count,
             "label_rows": len(last.produced.label_rows),
-            "archive_bytes": archive.stat().st_size,
+            "archive_bytes": last.archive_bytes,
+            "extracted_bytes": last.produced.extracted_bytes,
+            "changed_in_reupload": len(setup.changed),
             "generate_s": round(generate_s, 3),
         },
         "stages": stages,
+        "disk_use": disk,
         "dagster_overhead": overhead,
         "targets": evaluate_targets(stages, usable_cpus()),
         "notes": {
@@ -134,25 +162,60 @@ def run_bench(
             "wall_s": "median of the repeats (all of them in wall_s_runs)",
             "peak_rss": "max of 20 Hz samples of RSS summed over this process and its descendants",
             "stage_time": "STEP_START to STEP_SUCCESS from Dagster's event log; includes event writes in the step",
+            "rounds": "every round uploads the generated images with a JPEG comment naming the round, so its "
+            "bytes are new to the check cache and the blob store and each round validates from scratch",
+            "ratio": "ours over the first baseline: of the rate in ratio_basis (higher is better), or of the "
+            "times when ratio_basis is wall_s (lower is better)",
+            REVALIDATION_STAGE: "version 2: the same upload with 1% of the images re-encoded, raw_upload and "
+            "validated_dataset only, timed against version 1's validation in the same round",
+            "disk_use": "apparent bytes of the last round's dataset; each inode once",
         },
     }
 
 
 def _round(setup: _Setup, number: int, repeats: int) -> _Round:
-    log.info("round %d/%d: the six assets on a fresh partition (Dagster's log follows)", number, repeats)
-    run = run_pipeline(
+    project = f"bench-{uuid.uuid4().hex[:8]}"
+    folder = setup.workdir / f"round-{number}"
+    try:
+        first = uploads.rewrite_upload(setup.archive, folder / "v1" / setup.archive.name, salt=project)
+        second = uploads.rewrite_upload(
+            setup.archive, folder / "v2" / setup.archive.name, salt=project, change=setup.changed
+        )
+        log.info(
+            "round %d/%d: the seven assets on a fresh partition (Dagster's log follows)", number, repeats
+        )
+        run = _run(setup, first.archive, project)
+        produced = read_produced(setup.database_url, run.partition_key, setup.storage_root)
+        log.info(
+            "round %d/%d: pipeline took %.1f s; now version 2 with %d images changed",
+            number,
+            repeats,
+            run.call.seconds,
+            len(second.changed),
+        )
+        again = _run(setup, second.archive, project, assets=[raw_upload, validated_dataset])
+        log.info("round %d/%d: version 2 took %.1f s; now the baselines", number, repeats, again.call.seconds)
+        scratch = setup.workdir / "baselines"
+        stages = _measure_stages(run, produced, first.archive, scratch, setup.sampler, setup.database_url)
+        stages.append(_revalidation(run, again, produced, second, setup.sampler))
+        stages.sort(key=lambda stage: STAGE_ORDER.index(stage.stage))
+        return _Round(run, produced, stages, first.archive.stat().st_size)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # storage keeps its own copies in each version's source/
+
+
+def _run(
+    setup: _Setup, archive: Path, project: str, assets: list[dg.AssetsDefinition] | None = None
+) -> PipelineRun:
+    return run_pipeline(
         setup.instance,
-        setup.archive,
+        archive,
         database_url=setup.database_url,
         storage_root=setup.storage_root,
-        project=f"bench-{uuid.uuid4().hex[:8]}",
+        project=project,
         name=setup.name_prefix,
+        assets=assets,
     )
-    log.info("round %d/%d: pipeline took %.1f s; now the baselines", number, repeats, run.call.seconds)
-    produced = read_produced(setup.database_url, run.partition_key, setup.storage_root)
-    scratch = setup.workdir / "baselines"
-    stages = _measure_stages(run, produced, setup.archive, scratch, setup.sampler, setup.database_url)
-    return _Round(run, produced, stages)
 
 
 def _generate(workdir: Path, n_images: int, fmt: DatasetFormat, seed: int) -> tuple[Path, float]:
@@ -233,6 +296,57 @@ def _validation(run: PipelineRun, produced: Produced, sampler: TreeRssSampler) -
         "Pillow full decode, 1 process", sampler, lambda: baselines.pillow_full_decode(paths, boxes=boxes)
     )
     return StageResult("validation", ours, [pool, full])
+
+
+def _revalidation(
+    first: PipelineRun,
+    second: PipelineRun,
+    produced: Produced,
+    upload: uploads.Upload,
+    sampler: TreeRssSampler,
+) -> StageResult:
+    """Version 2's validation (1% of the images new) against version 1's, with what each decoded."""
+    step = STEP_OF_STAGE["validation"]
+    before, after = first.metadata.get(step, {}), second.metadata.get(step, {})
+    if before.get("version") != 1 or after.get("version") != 2:
+        raise RuntimeError(
+            f"{second.partition_key}: expected validated_dataset to materialise versions 1 and 2, got "
+            f"{before.get('version')} and {after.get('version')}; see runs {first.run_id} and {second.run_id}"
+        )
+    images, boxes = len(produced.originals), produced.original_boxes
+    v1_window, v2_window = first.steps[step], second.steps[step]
+    v2_bytes = produced.original_bytes - upload.changed_bytes_before + upload.changed_bytes_after
+    ours = Measurement(
+        f"{step} v2, {len(upload.changed):,} changed (ours)",
+        v2_window.seconds,
+        Work(images, boxes, v2_bytes),
+        sampler.peak(v2_window.start, v2_window.end),
+        f"{after.get('decoded')} decoded, {after.get('checked_before')} from the check cache",
+    )
+    baseline = Measurement(
+        f"{step} v1, first validation",
+        v1_window.seconds,
+        Work(images, boxes, produced.original_bytes),
+        sampler.peak(v1_window.start, v1_window.end),
+        f"{before.get('decoded')} decoded, {before.get('checked_before')} from the check cache",
+    )
+    ingest = second.metadata.get(STEP_OF_STAGE["ingest"], {})
+    details = {
+        "changed_images": len(upload.changed),
+        "changed_bytes_before": upload.changed_bytes_before,
+        "changed_bytes_after": upload.changed_bytes_after,
+        "v1_decoded": before.get("decoded"),
+        "v1_checked_before": before.get("checked_before"),
+        "v2_decoded": after.get("decoded"),
+        "v2_checked_before": after.get("checked_before"),
+        "v2_images": after.get("images"),
+        "v2_passed": after.get("passed"),
+        "v2_new_contents": ingest.get("new_contents"),
+        "v2_contents_already_stored": ingest.get("contents_already_stored"),
+        "v2_raw_upload_s": round(second.steps[STEP_OF_STAGE["ingest"]].seconds, 4),
+        "v2_run_wall_s": round(second.call.seconds, 4),
+    }
+    return StageResult(REVALIDATION_STAGE, ours, [baseline], details)
 
 
 def _database_writes(

@@ -311,6 +311,11 @@ class ImageRow:
     source_image_id: int | None = None
     recipe: dict[str, Any] | None = None
 
+    @property
+    def usable(self) -> bool:
+        """Not quarantined and looked at by someone: what a model may learn from."""
+        return not self.quarantined and self.label_state != LabelState.UNLABELLED.value
+
     @classmethod
     def taken_over(cls, record: Image, boxes: Sequence[Box], label_state: str | None = None) -> ImageRow:
         """A parent version's image as a row of a derived version (a label edit, a re-validation)."""
@@ -523,6 +528,11 @@ class StoredImage:
     is_augmented: bool
     source_image_id: int | None
     boxes: list[Box]
+
+    @property
+    def usable(self) -> bool:
+        """Not quarantined and looked at by someone: what a model may learn from."""
+        return not self.quarantined and self.label_state != LabelState.UNLABELLED.value
 
 
 def load_images(
