@@ -265,7 +265,7 @@ def file_hashes(session: Session, version_id: int) -> dict[str, str]:
 
 
 def cached_checks(session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], ImageCheck]:
-    """Earlier image checks by (sha256, suffix): bytes the project has decoded before need no decoding."""
+    """Earlier image checks by (sha256, suffix), from any dataset: bytes decoded once need no second decode."""
     keys = set(keys)
     if not keys:
         return {}
