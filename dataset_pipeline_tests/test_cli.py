@@ -74,25 +74,28 @@ def test_submit_copies_into_the_inbox_under_a_part_name_then_renames(tmp_path, m
 
 
 @pytest.mark.slow
-def test_make_demo_runs_the_whole_graph_and_prints_the_summary_and_exports(tmp_path, database_url):
+def test_make_demo_runs_the_whole_graph_and_prints_the_summary_and_exports(tmp_path, pg_server_url):
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "DAGSTER_HOME": str(tmp_path / "home"),
-        "DATASET_STORAGE_ROOT": str(tmp_path / "storage"),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "dataset_pipeline.cli", "demo", "--images", "12", "--seed", "7"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    from dataset_pipeline_tests.databases import fresh_database
+
+    with fresh_database(pg_server_url, prefix="dp_demo") as database_url:  # its rows stay out of other tests
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "DAGSTER_HOME": str(tmp_path / "home"),
+            "DATASET_STORAGE_ROOT": str(tmp_path / "storage"),
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "dataset_pipeline.cli", "demo", "--images", "12", "--seed", "7"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "status exported" in done.stdout and "usable 12" in done.stdout
     paths = [

@@ -246,11 +246,11 @@ def test_list_shows_every_version_with_its_verdict_and_the_newest_exports(built:
     assert cli.main(["list"]) == cli.EXIT_OK
     out = capsys.readouterr().out
     lines = out.splitlines()
-    header = next(line for line in lines if KEY in line)
+    start = next(index for index, line in enumerate(lines) if KEY in line)
+    header, block = lines[start], lines[start + 1 : start + 3]
     assert "alice/traffic" in header and "exported" in header and "v2 yolo" in header
     assert "images=4 usable=3 quarantined=1" in header
-    v1 = next(line.strip() for line in lines if line.strip().startswith("v1 "))
-    v2 = next(line.strip() for line in lines if line.strip().startswith("v2 "))
+    v1, v2 = (line.strip() for line in block)
     assert v1.startswith("v1 upload by alice ") and f"sha256 {'ab' * 6}…" in v1
     assert v1.endswith("images=4 usable=3 passed")
     assert v2.startswith("v2 revalidation by alice ") and v2.endswith("passed")
