@@ -18,7 +18,8 @@ process_dataset_job = dg.define_asset_job(
 revalidate_dataset_job = dg.define_asset_job(
     "revalidate_dataset",
     selection=dg.AssetSelection.assets(validated_dataset),
-    description="Check a dataset's files against the database again and re-run its validation rules.",
+    description="Check each image of a dataset's newest version against what was recorded; a change "
+    "becomes a new version, an unchanged dataset writes nothing.",
 )
 
 

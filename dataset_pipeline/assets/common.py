@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.database import DatabaseConnectionLost
-from dataset_pipeline.db.models import Dataset, DatasetVersion
+from dataset_pipeline.db.models import Dataset, DatasetVersion, VersionValidation
 from dataset_pipeline.resources.storage import disk_full_message, sweep_interrupted_writes
 
 #: Tag on every run the inbox sensor requests: which drop (path@size:mtime) it came from.
@@ -114,7 +114,9 @@ def current_version(session: Session, partition_key: str) -> tuple[Dataset, Data
         raise dg.Failure(f"{error}; materialise raw_upload first", allow_retries=False) from error
 
 
-def validated_version(session: Session, partition_key: str) -> tuple[Dataset, DatasetVersion, Any]:
+def validated_version(
+    session: Session, partition_key: str
+) -> tuple[Dataset, DatasetVersion, VersionValidation]:
     """The newest version with its verdict; a stage after validation refuses a version that did not pass."""
     dataset, version = current_version(session, partition_key)
     verdict = repository.validation_of(session, version.id)

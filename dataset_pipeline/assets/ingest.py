@@ -164,7 +164,7 @@ def raw_upload(
             f"partition {partition_key!r} holds dataset {existing.name!r}, not {name!r}", allow_retries=False
         )
     number = (latest.number if latest else 0) + 1
-    version_dir = storage.dataset_dir(user, project, name) / f"v{number}"  # created once not a duplicate
+    version_dir = storage.version_dir(user, project, name, number, create=False)  # made once not a duplicate
     if not source.exists():  # a retry: the first attempt moved the drop into the version's folder already
         source = kept_copy_of(source.name, version_dir) or source
     if not source.exists() or source.is_symlink():

@@ -86,13 +86,11 @@ def validated_dataset(
     with database.session() as session:
         dataset, version = current_version(session, context.partition_key)
         verdict = repository.validation_of(session, version.id)
-        stored = repository.load_images(session, version.id, usable_only=False) if verdict else []
-        records = repository.image_records(session, version.id) if verdict else {}
     root = storage.resolve(version.files_path)
     if verdict is None:
         yield from _validate_new_version(context, config, database, dataset, version, root)
     else:
-        yield from _revalidate(context, config, database, dataset, version, verdict, (stored, records), root)
+        yield from _revalidate(context, config, database, dataset, version, verdict, root)
 
 
 def _validate_new_version(
@@ -162,11 +160,12 @@ def _revalidate(
     dataset: Dataset,
     version: DatasetVersion,
     verdict: VersionValidation,
-    images: tuple[list[repository.StoredImage], dict[int, Image]],
     root: Path,
 ):
     """Compare the version's images on disk with its rows; a change becomes a new version, nothing else."""
-    stored, records = images
+    with database.session() as session:
+        stored = repository.load_images(session, version.id, usable_only=False)
+        records = repository.image_records(session, version.id)
     current, hashed = _hashes_on_disk(root, stored)
     drift = changes_since({image.relative_path: image.sha256 for image in stored}, current)
     decision = _decision_of(verdict)

@@ -1,7 +1,7 @@
 """Label edits (the old POST /label) as pure functions over a dataset's classes and boxes.
 
-The label-edit job applies them to the stored labels; validation replays every recorded edit after it
-re-reads the files, so an edit is never lost when a dataset is validated again. One implementation serves both.
+The `labels` asset applies them to a version's labels and stores the result as a new version; the parent
+version keeps its labels. The audit trail stores each edit as `params()`, which `from_params` reads back.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class LabelEdit:
     mapping: Mapping[int, int] = field(default_factory=dict)  # remap_class_ids: old id -> new id
 
     def params(self) -> dict[str, Any]:
-        """The edit as JSON for the audit trail; `from_params` reads it back for replay."""
+        """The edit as JSON for the audit trail; `from_params` reads it back."""
         return {
             "operation": self.operation,
             "class_name": self.class_name,

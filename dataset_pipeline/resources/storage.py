@@ -86,10 +86,11 @@ class DatasetStorage(dg.ConfigurableResource, ABC):
     def remove_unreferenced_blobs(self, sha256s: Iterable[str]) -> int:
         """Delete the blobs among these that no version's files refer to any more; returns bytes freed."""
 
-    def version_dir(self, user: str, project: str, dataset: str, number: int) -> Path:
+    def version_dir(self, user: str, project: str, dataset: str, number: int, *, create: bool = True) -> Path:
         """Folder of one version of a dataset (its kept upload, unpacked files, augmentations, exports)."""
         path = self.dataset_dir(user, project, dataset) / f"v{number}"
-        path.mkdir(exist_ok=True)
+        if create:
+            path.mkdir(exist_ok=True)
         return path
 
 
