@@ -1,7 +1,8 @@
 """The canonical, format-independent description of a detection dataset.
 
-Parsers in `formats/` turn YOLO, COCO and Pascal VOC into these objects; validation, statistics, splitting,
-augmentation and export only ever see these, so a rule is written once for every format. No Dagster here.
+Parsers in `formats/` turn YOLO, COCO, Pascal VOC, CreateML and KITTI into these objects; validation,
+statistics, splitting, augmentation and export only ever see these, so a rule is written once for every
+format. No Dagster here.
 
 Coordinates are named by their format, as supervision and albumentations do:
 - `xyxy` in pixels: 0-based, continuous (a box covering pixel columns 0..9 is x_min=0, x_max=10);
@@ -14,9 +15,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
-#: Attribute values kept on a box (VOC difficult/truncated/occluded/pose, COCO iscrowd/area, ...).
-AttributeValue = bool | int | float | str
+#: Attribute values kept on a box (VOC difficult/truncated/occluded/pose, COCO iscrowd/area, KITTI
+#: truncation/occlusion/alpha, ...). COCO's `segmentation` (polygons or RLE) is kept under the key
+#: SEGMENTATION as the JSON the source had; it belongs to the original pixels, so augmented copies drop it.
+AttributeValue = bool | int | float | str | list | dict
+SEGMENTATION = "segmentation"
+#: Attributes measured on the original pixels; a geometric augmentation makes them wrong, so copies drop them.
+GEOMETRY_ATTRIBUTES = frozenset({SEGMENTATION, "area"})
+
+#: How VOC `<bndbox>` numbers are read and written. 0: as written, the box's pixel edges (CVAT, Datumaro,
+#: torchvision, Roboflow); 1: the devkit's 1-based inclusive pixels, `(xmin - 1, ymin - 1, xmax, ymax)`.
+VocPixelOrigin = Literal[0, 1]
+DEFAULT_VOC_PIXEL_ORIGIN: VocPixelOrigin = 0
 
 #: The split names the pipeline knows; sources may use others (e.g. "valid"), parsers map them onto these.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -26,6 +38,8 @@ class DatasetFormat(StrEnum):
     YOLO = "yolo"
     COCO = "coco"
     VOC = "voc"
+    CREATEML = "createml"  # read only: no renderer
+    KITTI = "kitti"  # read only: no renderer
 
 
 class Severity(StrEnum):
@@ -119,6 +133,14 @@ class SourceImage:
     source_id: str | None = None  # COCO image id, VOC annotation file stem
 
 
+@dataclass(frozen=True, slots=True)
+class ClassInfo:
+    """What a source says about a class besides its name, kept so exports can give it back."""
+
+    coco_id: int | None = None  # COCO's category id (they have gaps: COCO-2017 uses 1..90 for 80 classes)
+    supercategory: str = ""
+
+
 @dataclass(slots=True)
 class ParsedDataset:
     """What a parser read from one upload: classes, images with their boxes, and every problem met."""
@@ -128,6 +150,8 @@ class ParsedDataset:
     class_names: list[str]
     images: list[SourceImage]
     issues: list[Issue] = field(default_factory=list)
+    #: Aligned with class_names when the source declares more than names (COCO); empty otherwise.
+    class_info: list[ClassInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +180,7 @@ class CanonicalImage:
 
     `file_name` is the unique name it gets inside an export (no folders); `source_path` is where its bytes
     are on disk. Width and height are of the upright image; exported bytes are upright with no EXIF rotation.
+    `source_id` is the id the upload gave it (a COCO image id), kept by writers that have ids.
     """
 
     file_name: str
@@ -165,12 +190,15 @@ class CanonicalImage:
     split: str
     boxes: list[Box]
     label_state: LabelState = LabelState.LABELLED
+    source_id: str | None = None
 
 
 @dataclass(slots=True)
 class CanonicalDataset:
     class_names: list[str]
     images: list[CanonicalImage]
+    #: Aligned with class_names when the upload declared COCO category ids; empty: ids 1..K in class order.
+    class_info: list[ClassInfo] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -2,7 +2,10 @@
 `<split>/_annotations.coco.json`, or any JSON with images/annotations/categories) plus the image files.
 
 Boxes are `[x, y, w, h]` in pixels and come out as `BoxFormat.XYXY_PIXELS`; category ids become 0-based class
-indices in id order.
+indices in id order. What an export needs to give the upload back is kept: each category's id and
+supercategory (`ParsedDataset.class_info`), each image's id (`SourceImage.source_id`) and each annotation's
+valid `area` and `segmentation` (box attributes `area` and `SEGMENTATION`). Several annotation files (one per split) are matched by
+category name; when their categories differ that is a warning, and a class keeps the first file's id.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from functools import partial
 from pathlib import Path
 
 from dataset_pipeline.domain.model import (
+    SEGMENTATION,
     AttributeValue,
     BoxFormat,
     CanonicalDataset,
     CanonicalImage,
+    ClassInfo,
     DatasetError,
     DatasetFormat,
     Issue,
@@ -51,6 +56,8 @@ from dataset_pipeline.formats.common import (
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")
 _SCAN_CHUNK = 1 << 20
+#: Attributes the writer puts in their own annotation fields rather than under "attributes".
+_WRITTEN_ATTRIBUTES = frozenset({"iscrowd", "area", SEGMENTATION})
 
 #: The local `report` / `charge` callbacks: (code, message, severity=ERROR) -> None.
 _Report = Callable[..., None]
@@ -84,6 +91,8 @@ class CocoInstances:
     category_ids: list[int]
     images: list[CocoImageEntry]
     issues: list[Issue]
+    #: Each class's category id and supercategory, aligned with class_names.
+    class_info: list[ClassInfo] = field(default_factory=list)
 
 
 def _is_id(value: object) -> bool:
@@ -142,7 +151,7 @@ def parse_instances(data: bytes, file: str) -> CocoInstances:
     def report(code: str, message: str, severity: Severity = Severity.ERROR, ann: str | None = None) -> None:
         issues.append(Issue(severity, code, file, message, annotation_id=ann))
 
-    class_names, category_ids = _read_categories(document["categories"], report)
+    class_names, category_ids, class_info = _read_categories(document["categories"], report)
     category_index = {cid: index for index, cid in enumerate(category_ids)}
     images, by_id = _read_images(document["images"], file, report)
 
@@ -185,7 +194,7 @@ def parse_instances(data: bytes, file: str) -> CocoInstances:
                 class_index, coords, BoxFormat.XYXY_PIXELS, file, annotation_id=label, attributes=attributes
             )
         )
-    return CocoInstances(class_names, category_ids, images, issues)
+    return CocoInstances(class_names, category_ids, images, issues, class_info)
 
 
 def _charge(
@@ -194,8 +203,9 @@ def _charge(
     entry.issues.append(Issue(severity, code, file, message, annotation_id=label))
 
 
-def _read_categories(raw: list[object], report: _Report) -> tuple[list[str], list[int]]:
+def _read_categories(raw: list[object], report: _Report) -> tuple[list[str], list[int], list[ClassInfo]]:
     by_id: dict[int, str] = {}
+    supercategories: dict[int, str] = {}
     for position, category in enumerate(raw):
         cid = category.get("id") if isinstance(category, dict) else None
         if not isinstance(category, dict) or not isinstance(cid, int) or isinstance(cid, bool):
@@ -213,6 +223,14 @@ def _read_categories(raw: list[object], report: _Report) -> tuple[list[str], lis
                 "coco.category_name_missing", f"category {cid} has no name; named {name}", Severity.WARNING
             )
         by_id[cid] = name.strip()
+        supercategory = category.get("supercategory")
+        if supercategory is not None and not isinstance(supercategory, str):
+            report(
+                "coco.supercategory_invalid",
+                f"category {cid} has supercategory {_describe(supercategory)}, not a string; it is left empty",
+                Severity.WARNING,
+            )
+        supercategories[cid] = supercategory.strip() if isinstance(supercategory, str) else ""
     ids = sorted(by_id)
     if 0 in by_id:
         report(
@@ -234,7 +252,7 @@ def _read_categories(raw: list[object], report: _Report) -> tuple[list[str], lis
             f"category names {duplicated[:5]} are used by several ids; they are merged into one class",
             Severity.WARNING,
         )
-    return names, ids
+    return names, ids, [ClassInfo(cid, supercategories[cid]) for cid in ids]
 
 
 def _read_images(
@@ -330,11 +348,14 @@ def _read_bbox(bbox: object, charge: _Report) -> tuple[float, float, float, floa
 
 
 def _read_attributes(ann: dict[str, object], charge: _Report) -> dict[str, AttributeValue]:
-    """`iscrowd` (always, 0/1) plus the scalar CVAT/Datumaro-style `attributes` of an annotation."""
+    """`iscrowd` (always, 0/1), a valid `area` and `segmentation` (kept so an export can give them back: a
+    polygon's or crowd's area is not its box's) and the scalar CVAT/Datumaro-style `attributes`."""
     attributes: dict[str, AttributeValue] = {}
     extra = ann.get("attributes")
     if isinstance(extra, dict):
         for key, value in extra.items():
+            if str(key) in (SEGMENTATION, "area"):  # those keys hold the annotation's own fields only
+                continue
             if isinstance(value, str | bool | int) or (isinstance(value, float) and math.isfinite(value)):
                 attributes[str(key)] = value
     crowd = ann.get("iscrowd", 0)
@@ -346,7 +367,55 @@ def _read_attributes(ann: dict[str, object], charge: _Report) -> dict[str, Attri
         )
         crowd = 0
     attributes["iscrowd"] = crowd
+    area = ann.get("area")
+    if area is not None:
+        value = _finite(area)
+        if value is not None and value >= 0:
+            attributes["area"] = value
+        else:
+            charge(
+                "coco.area_invalid",
+                f"area {_describe(area)} must be a number of at least 0; the box's own area is used",
+                Severity.WARNING,
+            )
+    segmentation = ann.get(SEGMENTATION)
+    if segmentation is not None and segmentation != []:
+        problem = _segmentation_problem(segmentation)
+        if problem is None:
+            attributes[SEGMENTATION] = segmentation
+        else:
+            charge(
+                "coco.segmentation_invalid",
+                f"segmentation {problem}; it is dropped (the box is kept)",
+                Severity.WARNING,
+            )
     return attributes
+
+
+def _segmentation_problem(value: object) -> str | None:
+    """What is wrong with a COCO `segmentation`, or None when it is polygons (lists of at least three x, y
+    points) or an RLE object (`counts` as a string or list of run lengths, `size` as [height, width])."""
+    if isinstance(value, list):
+        for number, polygon in enumerate(value, start=1):
+            if not isinstance(polygon, list) or any(_finite(v) is None for v in polygon):
+                return f"polygon {number} must be a list of finite numbers"
+            if len(polygon) < 6 or len(polygon) % 2:
+                return (
+                    f"polygon {number} has {len(polygon)} numbers; it needs x, y pairs for at least 3 points"
+                )
+        return None
+    if isinstance(value, dict):
+        counts, size = value.get("counts"), value.get("size")
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_count(v) for v in size)):
+            return f"RLE size {_describe(size)} must be [height, width]"
+        if not (isinstance(counts, str) or (isinstance(counts, list) and all(_is_count(v) for v in counts))):
+            return "RLE counts must be a string or a list of run lengths"
+        return None
+    return f"{_describe(value)} is neither a list of polygons nor an RLE object"
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def looks_like_coco(path: Path) -> bool:
@@ -356,6 +425,10 @@ def looks_like_coco(path: Path) -> bool:
     tail = b""
     try:
         with path.open("rb") as handle:
+            start = handle.read(_SCAN_CHUNK)
+            if not start.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"{"):
+                return False  # a list (CreateML) or anything else is not an instances file
+            handle.seek(0)
             while wanted:
                 chunk = handle.read(_SCAN_CHUNK)
                 if not chunk:
@@ -434,6 +507,7 @@ def parse(root: Path) -> ParsedDataset:
 
     index = _ImageIndex(files)
     class_names: list[str] = []
+    class_info: list[ClassInfo] = []  # a class met in several files keeps what the first one said
     class_of_name: dict[str, int] = {}
     first_categories: list[tuple[int, str]] | None = None
     images: dict[str, SourceImage] = {}
@@ -459,10 +533,11 @@ def parse(root: Path) -> ParsedDataset:
                 )
             )
         local_to_global = []
-        for name in instances.class_names:
+        for name, info in zip(instances.class_names, instances.class_info, strict=True):
             if name not in class_of_name:
                 class_of_name[name] = len(class_names)
                 class_names.append(name)
+                class_info.append(info)
             local_to_global.append(class_of_name[name])
         split, token = split_token(json_path)
         for entry in instances.images:
@@ -484,7 +559,7 @@ def parse(root: Path) -> ParsedDataset:
             )
         )
     ordered = [images[path] for path in sorted(images)]
-    return ParsedDataset(DatasetFormat.COCO, "coco", class_names, ordered, issues)
+    return ParsedDataset(DatasetFormat.COCO, "coco", class_names, ordered, issues, class_info)
 
 
 def _add_image(
@@ -535,43 +610,95 @@ def _add_image(
     )
 
 
+def category_ids(dataset: CanonicalDataset) -> list[int]:
+    """The COCO category id of each class: the upload's where it declared one (unique), else 1..K.
+
+    COCO's own ids have gaps (COCO-2017: 1..90 for 80 classes) and results files carry them, so they are
+    kept; a class without one (another format, a class made by a label edit) gets the next id above them.
+    """
+    declared = [info.coco_id for info in dataset.class_info] if dataset.class_info else []
+    kept: dict[int, int] = {}
+    for index, coco_id in enumerate(declared):
+        if isinstance(coco_id, int) and coco_id > 0 and coco_id not in kept.values():
+            kept[index] = coco_id
+    next_id = max(kept.values(), default=0) + 1
+    ids = []
+    for index in range(len(dataset.class_names)):
+        if index in kept:
+            ids.append(kept[index])
+        else:
+            ids.append(next_id)
+            next_id += 1
+    return ids
+
+
+def _image_ids(images: list[CanonicalImage]) -> dict[str, int]:
+    """File name -> image id: the upload's COCO id where it had a unique one, the others above the largest."""
+    kept: dict[str, int] = {}
+    taken: set[int] = set()
+    for image in sorted(images, key=lambda im: im.file_name):
+        source = image.source_id
+        if source is not None and source.isdigit() and int(source) > 0 and int(source) not in taken:
+            kept[image.file_name] = int(source)
+            taken.add(int(source))
+    next_id = max(taken, default=0) + 1
+    for image in sorted(images, key=lambda im: (split_order(im.split), im.file_name)):
+        if image.file_name not in kept:
+            kept[image.file_name] = next_id
+            next_id += 1
+    return kept
+
+
 def render(dataset: CanonicalDataset) -> RenderedDataset:
     """Write `annotations/instances_<split>.json` per split with images at `images/<split>/<file_name>`.
 
-    Category ids run from 1 in class order; image and annotation ids from 1 in file-name order, so identical
-    input gives identical bytes. Unlabelled images are placed but not listed, which is how COCO says
-    "nobody looked"; listed images without boxes are backgrounds.
+    Category and image ids are the upload's where it had them (`category_ids`, `CanonicalImage.source_id`),
+    else they count from 1 (images in split and file-name order); annotation ids count from 1. Identical input
+    gives identical bytes. Supercategories and the originals' segmentation and area are written back;
+    unlabelled images are placed but not listed, which is how COCO says "nobody looked"; listed images
+    without boxes are backgrounds.
     """
     check_export_names(dataset, "COCO export", unique_stems_per_split=None)
+    ids = category_ids(dataset)
+    info = dataset.class_info or [ClassInfo()] * len(dataset.class_names)
     categories = [
-        {"id": i + 1, "name": name, "supercategory": ""} for i, name in enumerate(dataset.class_names)
+        {"id": ids[index], "name": name, "supercategory": info[index].supercategory}
+        for index, name in enumerate(dataset.class_names)
     ]
+    listed = [
+        image for image in dataset.images if image.boxes or image.label_state is not LabelState.UNLABELLED
+    ]
+    image_ids = _image_ids(listed)
     by_split: dict[str, list[CanonicalImage]] = {}
     for image in dataset.images:
         by_split.setdefault(image.split, []).append(image)
     label_files: dict[str, bytes] = {}
     image_paths: dict[str, str] = {}
+    annotation_id = 0
     for split in sorted(by_split, key=split_order):
         image_entries: list[dict[str, object]] = []
         annotations: list[dict[str, object]] = []
         for image in sorted(by_split[split], key=lambda im: im.file_name):
             image_paths[image.file_name] = f"images/{split}/{image.file_name}"
-            if image.label_state is LabelState.UNLABELLED and not image.boxes:
+            if image.file_name not in image_ids:
                 continue
-            image_id = len(image_entries) + 1
+            image_id = image_ids[image.file_name]
             image_entries.append(
                 {"id": image_id, "file_name": image.file_name, "width": image.width, "height": image.height}
             )
             for box in image.boxes:
-                extra = {k: v for k, v in box.attributes.items() if k not in ("iscrowd", "area")}
+                annotation_id += 1
+                extra = {k: v for k, v in box.attributes.items() if k not in _WRITTEN_ATTRIBUTES}
+                area = box.attributes.get("area")
+                segmentation = box.attributes.get(SEGMENTATION)
                 annotation: dict[str, object] = {
-                    "id": len(annotations) + 1,
+                    "id": annotation_id,
                     "image_id": image_id,
-                    "category_id": box.class_index + 1,
+                    "category_id": ids[box.class_index],
                     "bbox": [float(box.x_min), float(box.y_min), float(box.width), float(box.height)],
-                    "area": float(box.width * box.height),
+                    "area": float(area) if _finite(area) is not None else float(box.width * box.height),
                     "iscrowd": int(bool(box.attributes.get("iscrowd", 0))),
-                    "segmentation": [],
+                    "segmentation": segmentation if segmentation is not None else [],
                 }
                 if extra:
                     annotation["attributes"] = extra

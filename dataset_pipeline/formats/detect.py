@@ -1,5 +1,8 @@
 """Recognise which format an extracted upload is in and hand it to the right parser.
 
+Markers are checked from the most specific to the least, so a file that could fit two formats goes to the one
+it most likely came from (a CreateML list is checked before COCO, XMLs beside images last).
+
 Zips often wrap everything in one folder (`my_dataset/...`, `VOCdevkit/VOC2012/...`), so when the top folder
 matches nothing, a lone subfolder is tried, a few levels deep. Paths in the result stay relative to the folder
 the caller passed in, so they can be joined to it directly.
@@ -8,25 +11,38 @@ the caller passed in, so they can be joined to it directly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import posixpath
 from collections.abc import Callable
 from pathlib import Path
 
-from dataset_pipeline.domain.model import DatasetFormat, FormatDetectionError, ParsedDataset
-from dataset_pipeline.formats import coco, voc, yolo
+from dataset_pipeline.domain.model import (
+    DEFAULT_VOC_PIXEL_ORIGIN,
+    DatasetFormat,
+    FormatDetectionError,
+    ParsedDataset,
+    VocPixelOrigin,
+)
+from dataset_pipeline.formats import coco, createml, kitti, voc, yolo
 from dataset_pipeline.formats.common import is_image_path, list_files, normalize_split
 
+#: One parser per format, each taking the dataset folder; VOC's also takes `pixel_origin` (see parse_dataset).
 PARSERS: dict[DatasetFormat, Callable[[Path], ParsedDataset]] = {
     DatasetFormat.YOLO: yolo.parse,
     DatasetFormat.COCO: coco.parse,
     DatasetFormat.VOC: voc.parse,
+    DatasetFormat.CREATEML: createml.parse,
+    DatasetFormat.KITTI: kitti.parse,
 }
 
 _MAX_WRAPPING = 3
 _LOOKED_FOR = (
     "YOLO (data.yaml, or obj.names / obj.data / classes.txt together with images and .txt labels), "
-    'COCO (a .json file with "images", "annotations" and "categories") and '
-    "Pascal VOC (Annotations/*.xml together with JPEGImages/)"
+    'COCO (a .json file with "images", "annotations" and "categories"), '
+    "Pascal VOC (Annotations/*.xml together with JPEGImages/, or each .xml beside its image, e.g. "
+    "train/a.jpg + train/a.xml), "
+    "CreateML (_annotations.createml.json or a *.createml.json list of images and annotations) and "
+    "KITTI (image_2/ together with label_2/*.txt, optionally under training/ and testing/)"
 )
 _DARKNET_FILES = ("obj.names", "obj.data", "classes.txt")
 
@@ -47,6 +63,10 @@ def _detect_here(root: Path, files: list[str]) -> DatasetFormat | None:
     voc_meta = any(_top(f) == "imagesets" or f.lower() == "labelmap.txt" for f in files)
     if (voc_xml or voc_meta) and any(_top(f) == "jpegimages" for f in files):
         return DatasetFormat.VOC
+    if kitti.looks_like_kitti(files):
+        return DatasetFormat.KITTI
+    if createml.annotation_files(root, files):
+        return DatasetFormat.CREATEML
     jsons = [f for f in files if f.lower().endswith(".json") and f.count("/") <= 2]
     if any(coco.looks_like_coco(root / f) for f in jsons):
         return DatasetFormat.COCO
@@ -61,6 +81,8 @@ def _detect_here(root: Path, files: list[str]) -> DatasetFormat | None:
         if labels and any(is_image_path(f) for f in files):
             return DatasetFormat.YOLO
     if voc_xml and voc_meta:
+        return DatasetFormat.VOC
+    if voc.looks_side_by_side(root, files):
         return DatasetFormat.VOC
     return None
 
@@ -97,11 +119,17 @@ def detect_format(root: Path) -> DatasetFormat:
     return locate_dataset(root)[1]
 
 
-def parse_dataset(root: Path) -> ParsedDataset:
-    """Detect and parse the upload at `root`. Every path in the result is relative to `root` itself, even when
-    the dataset sits in a wrapping subfolder."""
+def parse_dataset(
+    root: Path, *, voc_pixel_origin: VocPixelOrigin = DEFAULT_VOC_PIXEL_ORIGIN
+) -> ParsedDataset:
+    """Detect and parse the upload at `root`, reading VOC boxes with `voc_pixel_origin` (the other formats
+    say what their numbers mean). Every path in the result is relative to `root` itself, even when the
+    dataset sits in a wrapping subfolder."""
     folder, fmt = locate_dataset(root)
-    parsed = PARSERS[fmt](folder)
+    parser = PARSERS[fmt]
+    if fmt is DatasetFormat.VOC:
+        parser = functools.partial(parser, pixel_origin=voc_pixel_origin)
+    parsed = parser(folder)
     prefix = folder.relative_to(root).as_posix()
     return parsed if prefix == "." else rebase(parsed, prefix + "/")
 

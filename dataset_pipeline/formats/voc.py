@@ -1,8 +1,12 @@
-"""Pascal VOC detection datasets: `Annotations/<id>.xml`, `JPEGImages/`, `ImageSets/Main/<split>.txt` and, as
-Datumaro and CVAT write it, `labelmap.txt` declaring the classes.
+"""Pascal VOC detection datasets: the devkit layout (`Annotations/<id>.xml`, `JPEGImages/`,
+`ImageSets/Main/<split>.txt` and, as Datumaro and CVAT write it, `labelmap.txt` declaring the classes), and
+Roboflow's "Pascal VOC" export with each XML beside its image, in split folders (`train/a.jpg` + `train/a.xml`)
+or in one flat folder.
 
-VOC coordinates are 1-based inclusive pixels; the canonical box is `(xmin - 1, ymin - 1, xmax, ymax)` and the
-writer adds the 1 back, so a round trip is exact.
+Tools disagree on what `<bndbox>` numbers mean, so the reader is told (`VocPixelOrigin`): with origin 0 they
+are the box's pixel edges as written (CVAT, Datumaro, torchvision, Roboflow) and the canonical box is
+`(xmin, ymin, xmax, ymax)`; with origin 1 they are the devkit's 1-based inclusive pixels and the canonical box
+is `(xmin - 1, ymin - 1, xmax, ymax)`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser, ParseError
 
 from dataset_pipeline.domain.model import (
+    DEFAULT_VOC_PIXEL_ORIGIN,
     AttributeValue,
     BoxFormat,
     CanonicalDataset,
@@ -29,6 +34,7 @@ from dataset_pipeline.domain.model import (
     Severity,
     SourceBox,
     SourceImage,
+    VocPixelOrigin,
 )
 from dataset_pipeline.formats.common import (
     CodedParseError,
@@ -108,9 +114,12 @@ def _parse_xml(data: bytes, file: str) -> tuple[ET.Element, dict[int, int]]:
         raise CodedParseError("voc.xml_malformed", file, f"cannot be read as XML ({error})") from None
 
 
-def parse_annotation(data: bytes, file: str) -> VocAnnotation:
-    """Parse one VOC annotation XML; raises `LabelParseError` (with `.code`) only when the XML itself is
-    unsafe, malformed or not a VOC `<annotation>`; bad objects become issues."""
+def parse_annotation(
+    data: bytes, file: str, *, pixel_origin: VocPixelOrigin = DEFAULT_VOC_PIXEL_ORIGIN
+) -> VocAnnotation:
+    """Parse one VOC annotation XML, reading `<bndbox>` with `pixel_origin`; raises `LabelParseError` (with
+    `.code`) only when the XML itself is unsafe, malformed or not a VOC `<annotation>`; bad objects become
+    issues."""
     root, lines = _parse_xml(data, file)
     if root.tag != "annotation":
         raise CodedParseError("voc.xml_structure", file, f"has root <{root.tag[:50]}>, expected <annotation>")
@@ -121,7 +130,7 @@ def parse_annotation(data: bytes, file: str) -> VocAnnotation:
     for number, element in enumerate(root.findall("object"), start=1):
         annotation.object_count += 1
         line = lines.get(id(element))
-        obj = _read_object(element, number, line, file, issues)
+        obj = _read_object(element, number, line, file, issues, pixel_origin)
         if obj is not None:
             annotation.objects.append(obj)
     return annotation
@@ -150,7 +159,12 @@ def _read_size(
 
 
 def _read_object(
-    element: ET.Element, number: int, line: int | None, file: str, issues: list[Issue]
+    element: ET.Element,
+    number: int,
+    line: int | None,
+    file: str,
+    issues: list[Issue],
+    pixel_origin: VocPixelOrigin,
 ) -> VocObject | None:
     def report(code: str, message: str, severity: Severity = Severity.ERROR) -> None:
         issues.append(Issue(severity, code, file, message, line=line, annotation_id=str(number)))
@@ -171,11 +185,16 @@ def _read_object(
         report("voc.coordinate_not_numeric", f"object {number} ({name[:50]}): {shown} is not a number")
         return None
     xmin, ymin, xmax, ymax = (v or 0.0 for v in values)
-    if xmax <= xmin - 1 or ymax <= ymin - 1:  # 1-based inclusive: xmin == xmax is one pixel wide
+    x0, y0 = xmin - pixel_origin, ymin - pixel_origin
+    # Origin 1 is inclusive, so xmin == xmax is one pixel wide and anything less has no area. With origin 0
+    # an equal pair is a zero-size box, left to the degenerate-box rule that judges every format alike.
+    inverted = xmax <= x0 or ymax <= y0 if pixel_origin == 1 else xmax < x0 or ymax < y0
+    if inverted:
         report(
             "voc.coordinate_inverted",
             f"object {number} ({name[:50]}) has xmin {texts[0]}, xmax {texts[2]}, ymin {texts[1]}, ymax "
-            f"{texts[3]}: the box has no area; xmax must not be below xmin, nor ymax below ymin",
+            f"{texts[3]}: the box is inverted; xmax must not be below xmin, nor ymax below ymin "
+            f"(read with pixel origin {pixel_origin})",
         )
         return None
     attributes: dict[str, AttributeValue] = {}
@@ -195,7 +214,7 @@ def _read_object(
     pose = (element.findtext("pose") or "").strip()
     if pose:
         attributes["pose"] = pose
-    return VocObject(name, (xmin - 1, ymin - 1, xmax, ymax), attributes, number, line)
+    return VocObject(name, (x0, y0, xmax, ymax), attributes, number, line)
 
 
 def parse_labelmap(data: bytes, file: str) -> tuple[list[str], list[Issue]]:
@@ -318,25 +337,23 @@ def _read_splits(
     return assigned, entries
 
 
-def parse(root: Path) -> ParsedDataset:
-    """Parse a Pascal VOC dataset rooted at `root`. Per-file problems become issues; nothing here raises."""
-    layout = _Layout(list_files(root))
+def parse(root: Path, *, pixel_origin: VocPixelOrigin = DEFAULT_VOC_PIXEL_ORIGIN) -> ParsedDataset:
+    """Parse a Pascal VOC dataset rooted at `root`, devkit or side-by-side, reading `<bndbox>` with
+    `pixel_origin`. Per-file problems become issues; nothing here raises."""
+    files = list_files(root)
+    layout = _Layout(files)
+    if not layout.annotations and not layout.images_by_stem and _side_by_side_xml(files):
+        return _parse_side_by_side(root, files, pixel_origin)
     issues: list[Issue] = []
-    declared: list[str] | None = None
-    if layout.labelmap is not None:
-        try:
-            declared, map_issues = parse_labelmap(read_file(root, layout.labelmap), layout.labelmap)
-            issues.extend(map_issues)
-        except LabelParseError as error:
-            issues.append(error_issue(error, "file.unreadable"))
+    declared = _read_labelmap(root, layout.labelmap, issues)
     splits, split_entries = _read_splits(root, layout, issues)
 
-    parsed: list[tuple[str, str, VocAnnotation]] = []  # (xml path, image path, annotation)
+    parsed: list[_Parsed] = []
     images: dict[str, SourceImage] = {}
     for xml_path in layout.annotations:
         stem = posixpath.splitext(xml_path.split("/", 1)[1])[0]
         try:
-            annotation = parse_annotation(read_file(root, xml_path), xml_path)
+            annotation = parse_annotation(read_file(root, xml_path), xml_path, pixel_origin=pixel_origin)
         except LabelParseError as error:
             image = layout.image_for(None, stem)
             issues.append(error_issue(error, "voc.xml_malformed", image=image))
@@ -348,68 +365,12 @@ def parse(root: Path) -> ParsedDataset:
         image = layout.image_for(annotation.filename, stem)
         if image is None:
             expected = "JPEGImages/" + (annotation.filename or stem + ".jpg")
-            issues.append(
-                Issue(
-                    Severity.ERROR,
-                    "voc.image_missing",
-                    xml_path,
-                    f"annotates {expected}, which is not in the upload; add the image or drop the annotation",
-                )
-            )
+            issues.append(_image_missing(xml_path, expected))
             continue
-        if image in images:
-            issues.append(
-                Issue(
-                    Severity.ERROR,
-                    "voc.image_annotated_twice",
-                    xml_path,
-                    f"annotates {image}, which {images[image].label_file} annotates already; keep one",
-                    image=image,
-                )
-            )
-            continue
-        parsed.append((xml_path, image, annotation))
-        images[image] = SourceImage(image, splits.get(stem), LabelState.UNLABELLED, label_file=xml_path)
+        if _claim(images, image, xml_path, splits.get(stem), issues):
+            parsed.append(_Parsed(xml_path, image, stem, annotation))
 
-    class_names = (
-        declared if declared is not None else sorted({o.name for *_, a in parsed for o in a.objects})
-    )
-    class_index = {name: i for i, name in enumerate(class_names)}
-    for xml_path, image, annotation in parsed:
-        issues.extend(with_image(annotation.issues, image))
-        boxes: list[SourceBox] = []
-        for obj in annotation.objects:
-            if obj.name not in class_index:
-                issues.append(
-                    Issue(
-                        Severity.ERROR,
-                        "voc.unknown_class",
-                        xml_path,
-                        f"object {obj.number} has class {obj.name[:50]!r}, which labelmap.txt lacks; "
-                        "add it to labelmap.txt or fix the name",
-                        obj.line,
-                        str(obj.number),
-                        image,
-                    )
-                )
-                continue
-            boxes.append(
-                SourceBox(
-                    class_index[obj.name],
-                    obj.coords,
-                    BoxFormat.XYXY_PIXELS,
-                    xml_path,
-                    obj.line,
-                    str(obj.number),
-                    obj.attributes,
-                )
-            )
-        entry = images[image]
-        entry.boxes = boxes
-        entry.label_state = LabelState.LABELLED if annotation.object_count else LabelState.BACKGROUND
-        entry.declared_width, entry.declared_height = annotation.width, annotation.height
-        entry.source_id = posixpath.splitext(xml_path.split("/", 1)[1])[0]
-
+    class_names = _attach_boxes(parsed, images, declared, issues)
     for stem, paths in layout.images_by_stem.items():
         for path in paths:
             if path not in images:
@@ -431,6 +392,197 @@ def parse(root: Path) -> ParsedDataset:
     return ParsedDataset(DatasetFormat.VOC, "voc", class_names, [images[p] for p in sorted(images)], issues)
 
 
+@dataclass(slots=True)
+class _Parsed:
+    """An annotation XML that was read, with the image it belongs to and the id it gives that image."""
+
+    xml_path: str
+    image: str
+    source_id: str
+    annotation: VocAnnotation
+
+
+def _read_labelmap(root: Path, labelmap: str | None, issues: list[Issue]) -> list[str] | None:
+    if labelmap is None:
+        return None
+    try:
+        declared, map_issues = parse_labelmap(read_file(root, labelmap), labelmap)
+    except LabelParseError as error:
+        issues.append(error_issue(error, "file.unreadable"))
+        return None
+    issues.extend(map_issues)
+    return declared
+
+
+def _image_missing(xml_path: str, expected: str) -> Issue:
+    return Issue(
+        Severity.ERROR,
+        "voc.image_missing",
+        xml_path,
+        f"annotates {expected}, which is not in the upload; add the image or drop the annotation",
+    )
+
+
+def _claim(
+    images: dict[str, SourceImage], image: str, xml_path: str, split: str | None, issues: list[Issue]
+) -> bool:
+    """Record `image` as annotated by `xml_path`; False (and an error) when another XML claimed it first."""
+    if image in images:
+        issues.append(
+            Issue(
+                Severity.ERROR,
+                "voc.image_annotated_twice",
+                xml_path,
+                f"annotates {image}, which {images[image].label_file} annotates already; keep one",
+                image=image,
+            )
+        )
+        return False
+    images[image] = SourceImage(image, split, LabelState.UNLABELLED, label_file=xml_path)
+    return True
+
+
+def _attach_boxes(
+    parsed: list[_Parsed], images: dict[str, SourceImage], declared: list[str] | None, issues: list[Issue]
+) -> list[str]:
+    """Give each annotated image its boxes and label state; returns the class names, labelmap.txt's when
+    there is one, else every name met, sorted (VOC has no other class list)."""
+    class_names = (
+        declared if declared is not None else sorted({o.name for p in parsed for o in p.annotation.objects})
+    )
+    class_index = {name: i for i, name in enumerate(class_names)}
+    for item in parsed:
+        issues.extend(with_image(item.annotation.issues, item.image))
+        boxes: list[SourceBox] = []
+        for obj in item.annotation.objects:
+            if obj.name not in class_index:
+                issues.append(
+                    Issue(
+                        Severity.ERROR,
+                        "voc.unknown_class",
+                        item.xml_path,
+                        f"object {obj.number} has class {obj.name[:50]!r}, which labelmap.txt lacks; "
+                        "add it to labelmap.txt or fix the name",
+                        obj.line,
+                        str(obj.number),
+                        item.image,
+                    )
+                )
+                continue
+            boxes.append(
+                SourceBox(
+                    class_index[obj.name],
+                    obj.coords,
+                    BoxFormat.XYXY_PIXELS,
+                    item.xml_path,
+                    obj.line,
+                    str(obj.number),
+                    obj.attributes,
+                )
+            )
+        entry = images[item.image]
+        entry.boxes = boxes
+        entry.label_state = LabelState.LABELLED if item.annotation.object_count else LabelState.BACKGROUND
+        entry.declared_width, entry.declared_height = item.annotation.width, item.annotation.height
+        entry.source_id = item.source_id
+    return class_names
+
+
+# --- XML beside its image (Roboflow's "Pascal VOC" export) -------------------------------------------------
+
+_SNIFF_BYTES = 4096
+_SNIFF_FILES = 5
+
+
+def _folder_stem(path: str) -> tuple[str, str]:
+    return posixpath.dirname(path), posixpath.splitext(posixpath.basename(path))[0]
+
+
+def _side_by_side_xml(files: list[str]) -> list[str]:
+    """XML files outside `Annotations/` that have an image of the same stem in their own folder."""
+    beside = {_folder_stem(f) for f in files if is_image_path(f)}
+    return [
+        f
+        for f in files
+        if f.lower().endswith(".xml") and not _under(f, "annotations") and _folder_stem(f) in beside
+    ]
+
+
+def looks_side_by_side(root: Path, files: list[str]) -> bool:
+    """True when `files` (relative to `root`) hold VOC XMLs beside their images, at the top or in split
+    folders (`train/a.jpg` + `train/a.xml`); reads the start of a few XMLs to be sure they are
+    `<annotation>`s. Any other folder is left to the caller's unwrapping, so its labelmap.txt is found."""
+    shallow = [
+        f
+        for f in _side_by_side_xml(files)
+        if "/" not in f or (f.count("/") == 1 and normalize_split(f.split("/", 1)[0]) is not None)
+    ]
+    for xml_path in shallow[:_SNIFF_FILES]:
+        try:
+            with (root / xml_path).open("rb") as handle:
+                if b"<annotation" in handle.read(_SNIFF_BYTES):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def _parse_side_by_side(root: Path, files: list[str], pixel_origin: VocPixelOrigin) -> ParsedDataset:
+    """Each XML annotates the image of its folder named by its `<filename>` or, failing that, its stem; the
+    split is the top folder's name (`train`, `valid`, `test`), none in a flat folder."""
+    issues: list[Issue] = []
+    labelmap = next((f for f in files if f.lower() == "labelmap.txt"), None)
+    declared = _read_labelmap(root, labelmap, issues)
+    by_folder_stem: dict[tuple[str, str], list[str]] = {}
+    for path in files:
+        if is_image_path(path):
+            by_folder_stem.setdefault(_folder_stem(path), []).append(path)
+    image_set = {p for paths in by_folder_stem.values() for p in paths}
+
+    def split_of(path: str) -> str | None:
+        return normalize_split(path.split("/", 1)[0]) if "/" in path else None
+
+    def image_for(xml_path: str, filename: str | None) -> str | None:
+        folder, stem = _folder_stem(xml_path)
+        named = posixpath.join(folder, posixpath.basename(filename.replace("\\", "/"))) if filename else None
+        if named in image_set:
+            return named
+        found = by_folder_stem.get((folder, stem)) or (
+            by_folder_stem.get(_folder_stem(named)) if named else None
+        )
+        return found[0] if found else None
+
+    parsed: list[_Parsed] = []
+    images: dict[str, SourceImage] = {}
+    for xml_path in (f for f in files if f.lower().endswith(".xml")):
+        stem = _folder_stem(xml_path)[1]
+        try:
+            annotation = parse_annotation(read_file(root, xml_path), xml_path, pixel_origin=pixel_origin)
+        except LabelParseError as error:
+            image = image_for(xml_path, None)
+            issues.append(error_issue(error, "voc.xml_malformed", image=image))
+            if image is not None and image not in images:
+                images[image] = SourceImage(
+                    image, split_of(image), LabelState.UNLABELLED, label_file=xml_path
+                )
+            continue
+        image = image_for(xml_path, annotation.filename)
+        if image is None:
+            expected = posixpath.join(
+                _folder_stem(xml_path)[0], posixpath.basename(annotation.filename or stem + ".jpg")
+            )
+            issues.append(_image_missing(xml_path, expected))
+            continue
+        if _claim(images, image, xml_path, split_of(image), issues):
+            parsed.append(_Parsed(xml_path, image, stem, annotation))
+
+    class_names = _attach_boxes(parsed, images, declared, issues)
+    for path in sorted(image_set - images.keys()):
+        images[path] = SourceImage(path, split_of(path), LabelState.UNLABELLED)
+    ordered = [images[p] for p in sorted(images)]
+    return ParsedDataset(DatasetFormat.VOC, "voc_side_by_side", class_names, ordered, issues)
+
+
 def voc_color(index: int) -> tuple[int, int, int]:
     """The standard Pascal VOC palette colour for a label index (bit-interleaved, index 0 is black)."""
     red = green = blue = 0
@@ -442,8 +594,12 @@ def voc_color(index: int) -> tuple[int, int, int]:
 
 
 def _number_text(value: float) -> str:
-    value = float(value)
-    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    """An integer when the value is one, else at most 3 decimals: readers that call int() or parse
+    `59.999680000000005` badly get what a person would have written, within 0.0005 px."""
+    rounded = round(float(value), 3)
+    if rounded.is_integer() and abs(rounded) < 1e15:
+        return str(int(rounded))
+    return f"{rounded:.3f}".rstrip("0").rstrip(".")
 
 
 def _annotation_xml(image_name: str, width: int, height: int, objects: list[ET.Element]) -> bytes:
@@ -461,10 +617,13 @@ def _annotation_xml(image_name: str, width: int, height: int, objects: list[ET.E
     ).encode()
 
 
-def render(dataset: CanonicalDataset) -> RenderedDataset:
+def render(
+    dataset: CanonicalDataset, *, pixel_origin: VocPixelOrigin = DEFAULT_VOC_PIXEL_ORIGIN
+) -> RenderedDataset:
     """Write `Annotations/<stem>.xml`, `JPEGImages/<file>`, `ImageSets/Main/<split>.txt` and `labelmap.txt`.
 
     Unlabelled images get no XML (VOC's way of saying nobody looked); backgrounds get one with no object.
+    `pixel_origin` 0 writes the box's pixel edges, 1 the devkit's 1-based pixels (xmin + 1, ymin + 1).
     """
     check_export_names(dataset, "VOC export", unique_stems_per_split=False)
     for name in dataset.class_names:
@@ -487,7 +646,7 @@ def render(dataset: CanonicalDataset) -> RenderedDataset:
             for flag in ("truncated", "occluded", "difficult"):
                 ET.SubElement(obj, flag).text = str(int(bool(box.attributes.get(flag, 0))))
             bndbox = ET.SubElement(obj, "bndbox")
-            voc = (box.x_min + 1, box.y_min + 1, box.x_max, box.y_max)
+            voc = (box.x_min + pixel_origin, box.y_min + pixel_origin, box.x_max, box.y_max)
             for tag, value in zip(_COORDS, voc, strict=True):
                 ET.SubElement(bndbox, tag).text = _number_text(value)
             objects.append(obj)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from dataset_pipeline.domain.model import (
@@ -582,16 +583,23 @@ def _is_meta_name(path: str) -> bool:
     return "/" not in path and normalize_split(posixpath.splitext(name)[0]) is not None
 
 
+def _decimal(value: float) -> str:
+    """The shortest digits that read back as the same double, never in exponent notation: readers that
+    check a line by its characters (Datumaro) drop a file with `5e-05` in it."""
+    return np.format_float_positional(value, trim="-")
+
+
 def render(dataset: CanonicalDataset) -> RenderedDataset:
     """Write an Ultralytics layout: data.yaml, images/<split>/<file>, labels/<split>/<stem>.txt.
 
-    Floats are written with `repr` so parsing them back gives the same doubles; background images get an
+    Floats are written as the shortest positional decimals that parse back to the same doubles; background images get an
     empty label file and unlabelled images none, keeping YOLO's distinction between the two.
     """
     check_export_names(dataset, "YOLO export", unique_stems_per_split=True)
     splits = sorted({image.split for image in dataset.images}, key=split_order)
-    config: dict[str, object] = {"path": "."}
-    config.update({split: f"images/{split}" for split in splits})
+    # No `path`: Ultralytics then resolves the split folders against the yaml's own folder, so training works
+    # from any working directory (`path: .` would mean the current one).
+    config: dict[str, object] = {split: f"images/{split}" for split in splits}
     config["nc"] = len(dataset.class_names)
     config["names"] = dict(enumerate(dataset.class_names))
     label_files: dict[str, bytes] = {
@@ -610,7 +618,7 @@ def render(dataset: CanonicalDataset) -> RenderedDataset:
             cy = (box.y_min + box.y_max) / 2 / image.height
             w = (box.x_max - box.x_min) / image.width
             h = (box.y_max - box.y_min) / image.height
-            lines.append(f"{box.class_index} {cx!r} {cy!r} {w!r} {h!r}\n")
+            lines.append(f"{box.class_index} {_decimal(cx)} {_decimal(cy)} {_decimal(w)} {_decimal(h)}\n")
         stem = posixpath.splitext(image.file_name)[0]
         label_files[f"labels/{image.split}/{stem}.txt"] = "".join(lines).encode()
     return RenderedDataset(label_files, image_paths)

@@ -51,10 +51,10 @@ def write(root: Path, files: dict[str, bytes | str]) -> Path:
 
 
 def run(
-    root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, **options: Any
+    root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, voc_pixel_origin: int = 0, **options: Any
 ) -> tuple[ParsedDataset, ValidationOutcome]:
     """Parse, decode and validate; every finding of every dataset here must say where it is."""
-    parsed = parse_dataset(root)
+    parsed = parse_dataset(root, voc_pixel_origin=voc_pixel_origin)
     facts = check_images(root, [image.path for image in parsed.images], workers=1, max_pixels=max_pixels)
     outcome = validate(parsed, {fact.path: fact for fact in facts}, **options)
     assert_located(outcome)
@@ -295,17 +295,18 @@ def voc(root: Path, xml: str, **extra: bytes | str) -> Path:
     return write(root, files)
 
 
-def test_voc_one_based_box_over_the_whole_image_is_in_bounds(tmp_path: Path) -> None:
-    voc(tmp_path, voc_xml(("cat", 1, 1, W, H)))
-    _, outcome = run(tmp_path)
+@pytest.mark.parametrize("origin", [0, 1])
+def test_voc_box_over_the_whole_image_is_in_bounds_in_either_origin(tmp_path: Path, origin: int) -> None:
+    voc(tmp_path, voc_xml(("cat", origin, origin, W, H)))
+    _, outcome = run(tmp_path, voc_pixel_origin=origin)
     assert [i.code for i in outcome.issues if i.severity is not Severity.WARNING] == []
     (box,) = outcome.images[0].boxes
     assert (box.x_min, box.y_min, box.x_max, box.y_max) == (0, 0, W, H)
 
 
-def test_voc_zero_based_coordinates_are_clipped_not_rejected(tmp_path: Path) -> None:
+def test_voc_zero_read_as_one_based_is_clipped_not_rejected(tmp_path: Path) -> None:
     voc(tmp_path, voc_xml(("cat", 0, 0, 10, 10)))  # 0 is no pixel in 1-based VOC: one pixel past the edge
-    _, outcome = run(tmp_path)
+    _, outcome = run(tmp_path, voc_pixel_origin=1)
     assert "Annotations/a.xml:4" in only(outcome, "box.clipped").message
     assert outcome.quarantined == []
 

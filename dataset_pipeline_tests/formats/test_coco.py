@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 
 from dataset_pipeline.domain.model import (
+    SEGMENTATION,
     Box,
     BoxFormat,
     CanonicalDataset,
     CanonicalImage,
+    ClassInfo,
     DatasetError,
     LabelParseError,
     LabelState,
@@ -58,6 +60,8 @@ ANNOTATION_CODES = frozenset(
         "coco.bbox_not_numeric",
         "coco.bbox_non_positive",
         "coco.iscrowd_invalid",
+        "coco.segmentation_invalid",
+        "coco.area_invalid",
     }
 )
 
@@ -351,7 +355,126 @@ def test_files_with_different_categories_are_matched_by_name(tmp_path: Path) -> 
     parsed = coco.parse(tmp_path)
     assert parsed.class_names == ["cat", "dog"]
     assert parsed.images[1].boxes[0].class_index == 1
-    assert [i.code for i in parsed.issues] == ["coco.categories_differ"]
+    assert [(i.code, i.severity, i.file) for i in parsed.issues] == [
+        ("coco.categories_differ", Severity.WARNING, "annotations/instances_val.json")
+    ]
+    # val.json calls dog 1; the class keeps the id the first file gave it.
+    assert parsed.class_info == [ClassInfo(1, ""), ClassInfo(2, "")]
+
+
+def test_category_ids_and_supercategories_are_kept(tmp_path: Path) -> None:
+    categories = [
+        {"id": 18, "name": "dog", "supercategory": "animal"},
+        {"id": 3, "name": "car", "supercategory": " vehicle "},
+        {"id": 7, "name": "thing"},
+        {"id": 9, "name": "odd", "supercategory": 5},
+    ]
+    annotations = [{"id": 1, "image_id": 42, "category_id": 18, "bbox": [1, 1, 2, 2]}]
+    images = [{"id": 42, "file_name": "a.jpg", "width": 9, "height": 9}]
+    document = doc(images=images, annotations=annotations, categories=categories)
+    write(tmp_path, {"annotations/instances_train.json": json.dumps(document), "images/train/a.jpg": b"x"})
+    parsed = coco.parse(tmp_path)
+    assert parsed.class_names == ["car", "thing", "odd", "dog"]  # category-id order
+    assert parsed.class_info == [
+        ClassInfo(3, "vehicle"),
+        ClassInfo(7, ""),
+        ClassInfo(9, ""),
+        ClassInfo(18, "animal"),
+    ]
+    (image,) = parsed.images
+    assert (image.source_id, image.boxes[0].class_index) == ("42", 3)
+    warnings = [(i.code, i.severity) for i in parsed.issues if i.code == "coco.supercategory_invalid"]
+    assert warnings == [("coco.supercategory_invalid", Severity.WARNING)]
+
+
+def test_area_is_kept_as_written() -> None:
+    """A polygon's or a crowd's area is not its box's, so the source's is kept for the export to give back."""
+    annotation = {"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, 1, 20, 10], "area": 150}
+    parsed = parse_doc(doc(annotations=[annotation]))
+    assert all_codes(parsed) == []
+    assert parsed.images[0].boxes[0].attributes == {"iscrowd": 0, "area": 150.0}
+
+
+@pytest.mark.parametrize("area", [-1, "150", True, [150]])
+def test_invalid_area_warns_and_is_dropped(area: object) -> None:
+    annotation = {"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, 1, 20, 10], "area": area}
+    parsed = parse_doc(doc(annotations=[annotation]))
+    (issue,) = parsed.images[0].issues
+    assert (issue.code, issue.severity, issue.annotation_id) == ("coco.area_invalid", Severity.WARNING, "3")
+    assert parsed.images[0].boxes[0].attributes == {"iscrowd": 0}
+
+
+def _with_segmentation(segmentation: object) -> coco.CocoInstances:
+    annotation = {
+        "id": 7,
+        "image_id": 1,
+        "category_id": 1,
+        "bbox": [1, 1, 2, 2],
+        "segmentation": segmentation,
+    }
+    return parse_doc(doc(annotations=[annotation]))
+
+
+@pytest.mark.parametrize(
+    "segmentation",
+    [
+        [[1, 1, 3, 1, 3, 3]],
+        [[1.5, 1, 3, 1, 3, 3, 1, 3], [0, 0, 1, 0, 1, 1]],
+        {"counts": [0, 4, 96], "size": [10, 10]},
+        {"counts": "PPb04", "size": [10, 10]},
+    ],
+)
+def test_valid_segmentation_is_kept_as_written(segmentation: object) -> None:
+    parsed = _with_segmentation(segmentation)
+    assert all_codes(parsed) == []
+    assert parsed.images[0].boxes[0].attributes == {"iscrowd": 0, SEGMENTATION: segmentation}
+
+
+def test_empty_or_missing_segmentation_is_not_stored() -> None:
+    assert _with_segmentation([]).images[0].boxes[0].attributes == {"iscrowd": 0}
+    assert parse_doc(doc()).images[0].boxes[0].attributes == {"iscrowd": 0}
+
+
+@pytest.mark.parametrize(
+    ("segmentation", "needle"),
+    [
+        ([[1, 1, 3, 1]], "polygon 1 has 4 numbers"),
+        ([[1, 1, 3, 1, 3, 3], [1, 1, 3, 1, 3, 3, 4]], "polygon 2 has 7 numbers"),
+        ([[1, 1, "3", 1, 3, 3]], "polygon 1 must be a list of finite numbers"),
+        ([[1, 1, True, 1, 3, 3]], "polygon 1 must be a list of finite numbers"),
+        ([1, 1, 3, 1, 3, 3], "polygon 1 must be a list"),
+        ({"counts": [0, 4], "size": [10]}, "RLE size"),
+        ({"counts": [0, -4], "size": [10, 10]}, "RLE counts"),
+        ({"size": [10, 10]}, "RLE counts"),
+        ("polygon", "neither a list of polygons nor an RLE object"),
+    ],
+)
+def test_invalid_segmentation_warns_and_is_dropped(segmentation: object, needle: str) -> None:
+    parsed = _with_segmentation(segmentation)
+    (issue,) = parsed.images[0].issues
+    assert (issue.code, issue.severity, issue.file, issue.annotation_id) == (
+        "coco.segmentation_invalid",
+        Severity.WARNING,
+        FILE,
+        "7",
+    )
+    assert needle in issue.message
+    (box,) = parsed.images[0].boxes  # the box itself is kept
+    assert SEGMENTATION not in box.attributes
+
+
+def test_nan_in_a_polygon_is_an_invalid_segmentation() -> None:
+    text = json.dumps(doc(annotations=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2]}]))
+    text = text.replace('"bbox"', '"segmentation": [[1, NaN, 3, 1, 3, 3]], "bbox"')
+    parsed = parse_doc(text)
+    assert all_codes(parsed) == ["coco.segmentation_invalid"]
+
+
+def test_a_json_list_is_never_coco(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text(json.dumps([{"images": [], "annotations": [], "categories": []}]))
+    (tmp_path / "b.json").write_bytes(b"\xef\xbb\xbf  \n" + json.dumps(doc()).encode())
+    assert not coco.looks_like_coco(tmp_path / "a.json")
+    assert coco.looks_like_coco(tmp_path / "b.json")
 
 
 # --- render -----------------------------------------------------------------------------------------------

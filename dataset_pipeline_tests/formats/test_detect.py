@@ -25,6 +25,14 @@ LAYOUTS: dict[DatasetFormat, dict[str, str]] = {
     },
     DatasetFormat.COCO: {"annotations/instances_train.json": COCO_JSON, "images/train/a.jpg": "x"},
     DatasetFormat.VOC: {"Annotations/a.xml": "<annotation/>", "JPEGImages/a.jpg": "x"},
+    DatasetFormat.CREATEML: {
+        "train/_annotations.createml.json": json.dumps([{"image": "a.jpg", "annotations": []}]),
+        "train/a.jpg": "x",
+    },
+    DatasetFormat.KITTI: {
+        "training/image_2/000000.png": "x",
+        "training/label_2/000000.txt": "Car 0 0 0 1 2 3 4 1 1 1 0 0 0 0\n",
+    },
 }
 
 
@@ -83,6 +91,26 @@ def test_yolo_markers(tmp_path: Path, files: dict[str, str]) -> None:
         (  # VOC (Datumaro/CVAT) known by labelmap.txt
             {"labelmap.txt": "cat:0,0,0::\n", "JPEGImages/a.jpg": "x"},
             DatasetFormat.VOC,
+        ),
+        (  # VOC with each XML beside its image, per split (Roboflow)
+            {"train/a.jpg": "x", "train/a.xml": "<annotation/>", "valid/b.jpg": "x"},
+            DatasetFormat.VOC,
+        ),
+        (  # VOC with each XML beside its image, one flat folder
+            {"a.jpg": "x", "a.xml": '<?xml version="1.0"?>\n<annotation/>'},
+            DatasetFormat.VOC,
+        ),
+        (  # CreateML: one list at the top, not named .createml.json
+            {"annotations.json": json.dumps([{"image": "a.jpg", "annotations": []}]), "a.jpg": "x"},
+            DatasetFormat.CREATEML,
+        ),
+        (  # CreateML beside a COCO file: the list is not taken for COCO
+            {"data.createml.json": "[]", "instances.json": COCO_JSON, "a.jpg": "x"},
+            DatasetFormat.CREATEML,
+        ),
+        (  # KITTI without training/ and testing/
+            {"image_2/a.png": "x", "label_2/a.txt": ""},
+            DatasetFormat.KITTI,
         ),
     ],
 )
@@ -165,6 +193,11 @@ def test_unknown_layout_says_what_was_looked_for(tmp_path: Path) -> None:
         '"images"',
         "Annotations/*.xml",
         "JPEGImages/",
+        "train/a.xml",
+        "_annotations.createml.json",
+        "*.createml.json",
+        "image_2/",
+        "label_2/*.txt",
     ):
         assert needle in message
     assert "inside wrapper/" in message and "photos/" in message

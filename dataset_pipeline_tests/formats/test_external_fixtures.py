@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from dataset_pipeline.domain.model import (
+    SEGMENTATION,
     BoxFormat,
+    ClassInfo,
     DatasetFormat,
     FormatDetectionError,
     LabelState,
@@ -58,12 +60,19 @@ def test_coco_instances() -> None:
             expected.setdefault(files[image["id"]], [])
         for ann in document["annotations"]:
             x, y, w, h = ann["bbox"]
-            attributes = {**ann.get("attributes", {}), "iscrowd": ann["iscrowd"]}
+            attributes = {**ann.get("attributes", {}), "iscrowd": ann["iscrowd"], "area": ann["area"]}
+            if ann.get("segmentation"):  # kept as the source wrote it; an empty list is not stored
+                attributes[SEGMENTATION] = ann["segmentation"]
             expected[files[ann["image_id"]]].append(
                 (categories[ann["category_id"]], (x, y, x + w, y + h), attributes)
             )
     assert parsed.class_names == names == ["a", "b", "c"]
+    assert parsed.class_info == [ClassInfo(1, ""), ClassInfo(2, ""), ClassInfo(4, "")]
     assert boxes_by_image(parsed) == expected
+    assert {image.path: image.source_id for image in parsed.images} == {
+        "images/train/a.jpg": "5",
+        "images/val/b.jpg": "40",
+    }
     assert {image.path: image.split for image in parsed.images} == {
         "images/train/a.jpg": "train",
         "images/val/b.jpg": "val",
@@ -77,7 +86,9 @@ def test_coco_instances() -> None:
 # --- VOC --------------------------------------------------------------------------------------------------
 
 
-def voc_expected(root: Path) -> dict[str, list[tuple[str, tuple[float, ...], dict[str, object]]]]:
+def voc_expected(
+    root: Path, pixel_origin: int = 1
+) -> dict[str, list[tuple[str, tuple[float, ...], dict[str, object]]]]:
     expected = {}
     for xml_path in sorted((root / "Annotations").glob("*.xml")):
         tree = ET.parse(xml_path).getroot()
@@ -92,7 +103,8 @@ def voc_expected(root: Path) -> dict[str, list[tuple[str, tuple[float, ...], dic
             }
             if element.find("pose") is not None:
                 attributes["pose"] = element.findtext("pose")
-            objects.append((element.findtext("name"), (xmin - 1, ymin - 1, xmax, ymax), attributes))
+            corner = (xmin - pixel_origin, ymin - pixel_origin)
+            objects.append((element.findtext("name"), (*corner, xmax, ymax), attributes))
         expected[f"JPEGImages/{tree.findtext('filename')}"] = objects
     return expected
 
@@ -100,7 +112,10 @@ def voc_expected(root: Path) -> dict[str, list[tuple[str, tuple[float, ...], dic
 def test_voc_dataset1() -> None:
     root = DATUMARO / "voc_dataset/voc_dataset1"
     assert detect_format(root) is DatasetFormat.VOC
-    parsed = parse_dataset(root)
+    as_written = parse_dataset(root)  # origin 0, as Datumaro itself reads VOC: the numbers as written
+    image = "JPEGImages/2007_000001.jpg"
+    assert boxes_by_image(as_written)[image] == voc_expected(root, pixel_origin=0)[image]
+    parsed = parse_dataset(root, voc_pixel_origin=1)
     assert errors(parsed) == []
     expected = voc_expected(root)
     # No labelmap.txt: classes are the names seen, sorted; the <part> head box is not an object.
@@ -145,7 +160,7 @@ def test_voc_dataset2_without_images() -> None:
 
 def test_voc_dataset3_comment_in_split_list() -> None:
     root = DATUMARO / "voc_dataset/voc_dataset3"
-    parsed = parse_dataset(root)
+    parsed = parse_dataset(root, voc_pixel_origin=1)
     assert errors(parsed) == [] and [i.code for i in parsed.issues] == []
     assert boxes_by_image(parsed) == voc_expected(root)
     assert [(i.path, i.split) for i in parsed.images] == [("JPEGImages/2007_000001.jpg", "train")]

@@ -12,8 +12,14 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataset_pipeline.domain.model import DatasetError, LabelParseError, SourceBox
-from dataset_pipeline.formats import coco, voc, yolo
+from dataset_pipeline.domain.model import (
+    SEGMENTATION,
+    DatasetError,
+    LabelParseError,
+    SourceBox,
+    VocPixelOrigin,
+)
+from dataset_pipeline.formats import coco, createml, kitti, voc, yolo
 from dataset_pipeline.formats.common import decode_text
 
 FUZZ = settings(max_examples=150, deadline=None, database=None)
@@ -85,6 +91,10 @@ COCO_ANNOTATION = st.fixed_dictionaries(
         "bbox": st.lists(JSON_SCALARS, max_size=5) | JSON_VALUES,
         "iscrowd": JSON_VALUES,
         "attributes": JSON_VALUES,
+        "area": JSON_SCALARS,
+        "segmentation": JSON_VALUES
+        | st.lists(st.lists(JSON_SCALARS, max_size=8), max_size=2)
+        | st.fixed_dictionaries({}, optional={"counts": JSON_VALUES, "size": JSON_VALUES}),
     },
 )
 COCO_DOCUMENT = st.fixed_dictionaries(
@@ -155,17 +165,22 @@ def test_yolo_data_yaml(data: bytes) -> None:
 
 @FUZZ
 @given(
-    data=st.binary(max_size=400) | st.lists(XML_TOKENS, max_size=30).map(lambda t: "".join(t).encode("utf-8"))
+    data=st.binary(max_size=400)
+    | st.lists(XML_TOKENS, max_size=30).map(lambda t: "".join(t).encode("utf-8")),
+    pixel_origin=st.sampled_from([0, 1]),
 )
-def test_voc_annotation(data: bytes) -> None:
+def test_voc_annotation(data: bytes, pixel_origin: VocPixelOrigin) -> None:
     try:
-        annotation = voc.parse_annotation(data, "Annotations/a.xml")
+        annotation = voc.parse_annotation(data, "Annotations/a.xml", pixel_origin=pixel_origin)
     except LabelParseError:
         return
     assert annotation.object_count >= len(annotation.objects)
-    for obj in annotation.objects:
+    for obj in annotation.objects:  # origin 1 boxes have an area; origin 0 may be zero-size, never inverted
         x0, y0, x1, y1 = obj.coords
-        assert x1 > x0 and y1 > y0
+        if pixel_origin == 1:
+            assert x1 > x0 and y1 > y0
+        else:
+            assert x1 >= x0 and y1 >= y0
 
 
 @FUZZ
@@ -184,6 +199,16 @@ def test_coco_instances_on_structured_documents(document: dict[str, object]) -> 
             assert 0 <= box.class_index < len(parsed.class_names)
             assert x1 > x0 and y1 > y0
             assert box.attributes["iscrowd"] in (0, 1)
+            area = box.attributes.get("area")
+            assert area is None or (type(area) is float and math.isfinite(area) and area >= 0)
+            segmentation = box.attributes.get(SEGMENTATION)
+            if segmentation is not None:  # only what is valid is kept, and never an empty list
+                assert segmentation != [] and isinstance(segmentation, list | dict)
+                if isinstance(segmentation, list):
+                    assert all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in segmentation)
+                    assert all(type(v) in (int, float) and math.isfinite(v) for p in segmentation for v in p)
+                else:
+                    assert isinstance(segmentation["counts"], str | list) and len(segmentation["size"]) == 2
 
 
 @settings(max_examples=40, deadline=None, database=None)
@@ -248,3 +273,96 @@ def test_whole_coco_parse_raises_only_dataset_error(data: bytes) -> None:
         for image in parsed.images:
             for box in image.boxes:
                 assert 0 <= box.class_index < len(parsed.class_names)
+
+
+KITTI_TOKENS = YOLO_TOKENS | st.sampled_from(["Car", "DontCare", "Pedestrian", "-10", "3", "4.5", "1e999"])
+CREATEML_DOCUMENT = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "image": st.sampled_from(["a.jpg", "b.jpg", "", None, 1]) | JSON_VALUES,
+            "annotations": st.lists(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "label": st.sampled_from(["cat", "", " ", None]) | JSON_VALUES,
+                        "coordinates": st.fixed_dictionaries(
+                            {}, optional={key: JSON_SCALARS for key in ("x", "y", "width", "height")}
+                        )
+                        | JSON_VALUES,
+                    },
+                )
+                | JSON_VALUES,
+                max_size=4,
+            )
+            | JSON_VALUES,
+        },
+    )
+    | JSON_VALUES,
+    max_size=4,
+)
+
+
+@FUZZ
+@given(data=st.binary(max_size=300) | st.lists(KITTI_TOKENS, max_size=60).map(lambda t: " ".join(t).encode()))
+def test_kitti_label_text(data: bytes) -> None:
+    try:
+        label = kitti.parse_label_text(data, "label_2/a.txt")
+    except LabelParseError:
+        return
+    for obj in label.objects:  # what passes is finite and not inverted; DontCare is never an object
+        x0, y0, x1, y1 = obj.coords
+        assert all(math.isfinite(v) for v in obj.coords) and x1 >= x0 and y1 >= y0
+        assert obj.type != kitti.DONT_CARE
+    assert all(issue.file == "label_2/a.txt" and issue.line is not None for issue in label.issues)
+
+
+@FUZZ
+@given(data=st.binary(max_size=300) | (CREATEML_DOCUMENT | JSON_VALUES).map(lambda v: json.dumps(v).encode()))
+def test_createml_annotations(data: bytes) -> None:
+    try:
+        parsed = createml.parse_annotations(data, "_annotations.createml.json")
+    except LabelParseError:
+        return
+    for entry in parsed.entries:
+        for box in entry.boxes:
+            x0, y0, x1, y1 = box.coords
+            assert all(math.isfinite(v) for v in box.coords) and x1 > x0 and y1 > y0
+            assert box.label.strip()
+    issues = parsed.issues + [i for e in parsed.entries for i in e.issues]
+    assert all(i.file == "_annotations.createml.json" and i.annotation_id for i in issues)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(
+    label=st.binary(max_size=160) | st.lists(KITTI_TOKENS, max_size=40).map(lambda t: " ".join(t).encode())
+)
+def test_whole_kitti_parse_never_raises_on_label_content(label: bytes) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        (root / "image_2").mkdir()
+        (root / "label_2").mkdir()
+        (root / "image_2/a.png").write_bytes(b"x")
+        (root / "label_2/a.txt").write_bytes(label)
+        parsed = kitti.parse(root)
+        assert [image.path for image in parsed.images] == ["image_2/a.png"]
+        for box in parsed.images[0].boxes:
+            assert 0 <= box.class_index < len(parsed.class_names)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(data=st.binary(max_size=200) | (CREATEML_DOCUMENT | JSON_VALUES).map(lambda v: json.dumps(v).encode()))
+def test_whole_createml_parse_raises_only_dataset_error(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        (root / "train").mkdir()
+        (root / "train/_annotations.createml.json").write_bytes(data)
+        (root / "train/a.jpg").write_bytes(b"x")
+        try:
+            parsed = createml.parse(root)
+        except DatasetError as error:  # only when the one annotation file is no CreateML list or unreadable
+            assert "_annotations.createml.json" in str(error)
+            return
+        assert [image.path for image in parsed.images] == ["train/a.jpg"]
+        for box in parsed.images[0].boxes:
+            assert 0 <= box.class_index < len(parsed.class_names)

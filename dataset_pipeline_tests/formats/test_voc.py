@@ -6,19 +6,25 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from dataset_pipeline.domain.model import (
+    DEFAULT_VOC_PIXEL_ORIGIN,
     Box,
     BoxFormat,
     CanonicalDataset,
     CanonicalImage,
+    DatasetFormat,
+    FormatDetectionError,
     LabelParseError,
     LabelState,
     ParsedDataset,
     Severity,
+    VocPixelOrigin,
 )
-from dataset_pipeline.formats import voc
+from dataset_pipeline.formats import detect_format, parse_dataset, voc
 from dataset_pipeline.formats.common import CodedParseError
+from dataset_pipeline_tests.formats.test_roundtrip import assert_survives_every_writer
 
 
 def write(root: Path, files: dict[str, bytes | str]) -> Path:
@@ -44,8 +50,11 @@ def xml(
     return f"<annotation>\n<filename>{filename}</filename>\n{size}\n{body}\n</annotation>\n"
 
 
-def parse_xml(text: str | bytes) -> voc.VocAnnotation:
-    return voc.parse_annotation(text.encode() if isinstance(text, str) else text, "Annotations/a.xml")
+def parse_xml(
+    text: str | bytes, pixel_origin: VocPixelOrigin = DEFAULT_VOC_PIXEL_ORIGIN
+) -> voc.VocAnnotation:
+    data = text.encode() if isinstance(text, str) else text
+    return voc.parse_annotation(data, "Annotations/a.xml", pixel_origin=pixel_origin)
 
 
 def codes(parsed: ParsedDataset) -> list[str]:
@@ -54,7 +63,7 @@ def codes(parsed: ParsedDataset) -> list[str]:
 
 def test_valid_annotation_converts_one_based_inclusive_coordinates() -> None:
     annotation = parse_xml(
-        xml(obj(extra="<difficult>1</difficult><truncated>0</truncated><pose>Left</pose>"))
+        xml(obj(extra="<difficult>1</difficult><truncated>0</truncated><pose>Left</pose>")), pixel_origin=1
     )
     assert annotation.issues == []
     assert (annotation.filename, annotation.width, annotation.height) == ("a.jpg", 40, 30)
@@ -117,14 +126,47 @@ def test_non_numeric_coordinate_is_an_error(value: str) -> None:
     ]
 
 
-def test_inverted_coordinates_are_an_error() -> None:
-    annotation = parse_xml(xml(obj(), obj(box=("10", "2", "5", "20"))))
+@pytest.mark.parametrize("pixel_origin", [0, 1])
+def test_inverted_coordinates_are_an_error(pixel_origin: VocPixelOrigin) -> None:
+    annotation = parse_xml(xml(obj(), obj(box=("10", "2", "5", "20"))), pixel_origin)
     assert [(i.code, i.file, i.line, i.annotation_id) for i in annotation.issues] == [
         ("voc.coordinate_inverted", "Annotations/a.xml", 5, "2")
     ]
+    assert f"pixel origin {pixel_origin}" in annotation.issues[0].message
     assert [o.number for o in annotation.objects] == [1]
-    single_pixel = parse_xml(xml(obj(box=("5", "5", "5", "5"))))
+
+
+def test_equal_coordinates_follow_the_pixel_origin() -> None:
+    """Devkit pixels are inclusive, so xmin == xmax is one pixel wide; as edges it is a zero-size box, which is
+    kept for the degenerate-box rule; below it is inverted either way."""
+    single_pixel = parse_xml(xml(obj(box=("5", "5", "5", "5"))), pixel_origin=1)
     assert single_pixel.objects[0].coords == (4.0, 4.0, 5.0, 5.0)
+    zero_size = parse_xml(xml(obj(box=("5", "5", "5", "5"))), pixel_origin=0)
+    assert (zero_size.issues, zero_size.objects[0].coords) == ([], (5.0, 5.0, 5.0, 5.0))
+    one_based_empty = parse_xml(xml(obj(box=("5", "5", "4", "9"))), pixel_origin=1)
+    assert [i.code for i in one_based_empty.issues] == ["voc.coordinate_inverted"]
+    below = parse_xml(xml(obj(box=("5", "5", "9", "4.5"))), pixel_origin=0)
+    assert [i.code for i in below.issues] == ["voc.coordinate_inverted"]
+
+
+def test_pixel_origin_shifts_only_the_minimum_corner(tmp_path: Path) -> None:
+    text = xml(obj("cat", ("1", "2", "10", "20")), obj("dog", ("3.5", "0", "7.25", "30")))
+    edges = parse_xml(text, pixel_origin=0)
+    devkit = parse_xml(text, pixel_origin=1)
+    assert [o.coords for o in edges.objects] == [(1.0, 2.0, 10.0, 20.0), (3.5, 0.0, 7.25, 30.0)]
+    for a, b in zip(edges.objects, devkit.objects, strict=True):
+        assert (a.coords[0] - b.coords[0], a.coords[1] - b.coords[1]) == (1.0, 1.0)
+        assert a.coords[2:] == b.coords[2:]
+    # The default is origin 0, for voc.parse and parse_dataset alike, and both pass the origin through.
+    write(tmp_path, {"Annotations/a.xml": text, "JPEGImages/a.jpg": b"x"})
+    by_origin = {
+        origin: [b.coords for b in parse_dataset(tmp_path, voc_pixel_origin=origin).images[0].boxes]
+        for origin in (0, 1)
+    }
+    assert [b.coords for b in voc.parse(tmp_path).images[0].boxes] == by_origin[0]
+    assert [b.coords for b in parse_dataset(tmp_path).images[0].boxes] == by_origin[0]
+    assert by_origin[0] == [o.coords for o in edges.objects]
+    assert by_origin[1] == [o.coords for o in devkit.objects]
 
 
 def test_object_without_name_or_bndbox_is_an_error() -> None:
@@ -173,7 +215,7 @@ def test_full_layout(tmp_path: Path) -> None:
             "ImageSets/Main/trainval.txt": "a\nb\nc\n",
         },
     )
-    parsed = voc.parse(tmp_path)
+    parsed = voc.parse(tmp_path, pixel_origin=1)
     assert parsed.class_names == ["cat", "dog"]
     summary = [(i.path, i.split, i.label_state, i.source_id) for i in parsed.images]
     assert summary == [
@@ -270,7 +312,7 @@ def _dataset() -> CanonicalDataset:
 
 
 def test_render_writes_voc_layout_with_inverse_coordinates() -> None:
-    rendered = voc.render(_dataset())
+    rendered = voc.render(_dataset(), pixel_origin=1)
     assert sorted(rendered.label_files) == [
         "Annotations/a.xml",
         "Annotations/b.xml",
@@ -314,3 +356,109 @@ def test_render_refuses_class_names_labelmap_cannot_hold() -> None:
     dataset.class_names[0] = "a:b"
     with pytest.raises(ValueError, match="labelmap"):
         voc.render(dataset)
+
+
+# --- XML beside its image (Roboflow's "Pascal VOC" export) -------------------------------------------------
+
+
+def roboflow_voc(root: Path) -> Path:
+    files: dict[str, bytes | str] = {
+        "train/a.xml": xml(obj("dog", ("10", "5", "30", "25")), obj("cat", ("0", "0", "40", "30"))),
+        "train/b.xml": xml(filename="b.jpg"),
+        "valid/c.xml": xml(obj("cat", ("2.5", "3", "7", "9.5")), filename="c.jpg"),
+        "README.roboflow.txt": "exported",
+    }
+    write(root, files)
+    for rel in ("train/a.jpg", "train/b.jpg", "train/d.jpg", "valid/c.jpg"):
+        Image.new("RGB", (40, 30), (10, 20, 30)).save(root / rel)
+    return root
+
+
+def test_side_by_side_split_folders(tmp_path: Path) -> None:
+    root = roboflow_voc(tmp_path)
+    assert detect_format(root) is DatasetFormat.VOC
+    parsed = parse_dataset(root)
+    assert (parsed.format, parsed.layout) == (DatasetFormat.VOC, "voc_side_by_side")
+    assert parsed.class_names == ["cat", "dog"]  # no labelmap.txt: the names met, sorted, as in the devkit
+    summary = [(i.path, i.split, i.label_state, i.label_file, i.source_id) for i in parsed.images]
+    assert summary == [
+        ("train/a.jpg", "train", LabelState.LABELLED, "train/a.xml", "a"),
+        ("train/b.jpg", "train", LabelState.BACKGROUND, "train/b.xml", "b"),
+        ("train/d.jpg", "train", LabelState.UNLABELLED, None, None),
+        ("valid/c.jpg", "val", LabelState.LABELLED, "valid/c.xml", "c"),
+    ]
+    dog, cat = parsed.images[0].boxes
+    assert [(b.class_index, b.coords, b.line, b.annotation_id) for b in (dog, cat)] == [
+        (1, (10.0, 5.0, 30.0, 25.0), 4, "1"),
+        (0, (0.0, 0.0, 40.0, 30.0), 5, "2"),
+    ]
+    assert parsed.images[3].boxes[0].coords == (2.5, 3.0, 7.0, 9.5)
+    assert parsed.images[0].declared_width == 40
+    assert parsed.issues == []
+    # The pixel origin applies to this layout too.
+    devkit = parse_dataset(root, voc_pixel_origin=1)
+    assert [b.coords for b in devkit.images[0].boxes] == [(9.0, 4.0, 30.0, 25.0), (-1.0, -1.0, 40.0, 30.0)]
+
+
+def test_side_by_side_flat_folder_and_wrapped(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "export/a.xml": xml(obj("cat"), filename="a.png"),
+            "export/a.png": b"x",
+            "export/b.jpg": b"x",
+            "export/labelmap.txt": "cat:0,0,0::\nzebra:1,1,1::\n",
+        },
+    )
+    parsed = parse_dataset(tmp_path)
+    assert (parsed.layout, parsed.class_names) == ("voc_side_by_side", ["cat", "zebra"])
+    assert [(i.path, i.split, i.label_state) for i in parsed.images] == [
+        ("export/a.png", None, LabelState.LABELLED),
+        ("export/b.jpg", None, LabelState.UNLABELLED),
+    ]
+
+
+def test_side_by_side_problems_name_file_and_line(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "train/a.xml": xml(obj("cat"), obj("cat", ("9", "2", "3", "20"))),
+            "train/a.jpg": b"x",
+            "train/b.xml": "<annotation>\n<object>\n</annotation>",
+            "train/b.jpg": b"x",
+            "train/c.xml": xml(filename="c.jpg"),
+            "train/e.jpg": b"x",
+        },
+    )
+    parsed = voc.parse(tmp_path)
+    found = [(i.code, i.file, i.line, i.annotation_id, i.image) for i in parsed.issues]
+    assert found == [
+        ("voc.xml_malformed", "train/b.xml", 3, None, "train/b.jpg"),
+        ("voc.image_missing", "train/c.xml", None, None, None),
+        ("voc.coordinate_inverted", "train/a.xml", 5, "2", "train/a.jpg"),
+    ]
+    assert "train/c.jpg" in parsed.issues[1].message
+    states = {i.path: i.label_state for i in parsed.images}
+    assert states == {
+        "train/a.jpg": LabelState.LABELLED,
+        "train/b.jpg": LabelState.UNLABELLED,
+        "train/e.jpg": LabelState.UNLABELLED,
+    }
+
+
+def test_xml_beside_images_that_is_not_voc_is_not_detected(tmp_path: Path) -> None:
+    write(tmp_path, {"a.xml": "<metadata><camera>x</camera></metadata>", "a.jpg": b"x"})
+    assert not voc.looks_side_by_side(tmp_path, ["a.jpg", "a.xml"])
+    with pytest.raises(FormatDetectionError):
+        detect_format(tmp_path)
+
+
+def test_side_by_side_survives_every_writer(tmp_path: Path) -> None:
+    root = roboflow_voc(tmp_path / "upload")
+    dataset = assert_survives_every_writer(parse_dataset(root), root, tmp_path / "out")
+    assert {i.file_name: len(i.boxes) for i in dataset.images} == {
+        "a.jpg": 2,
+        "b.jpg": 0,
+        "c.jpg": 1,
+        "d.jpg": 0,
+    }

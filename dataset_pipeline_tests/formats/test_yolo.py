@@ -393,8 +393,7 @@ def _dataset() -> CanonicalDataset:
 def test_render_writes_ultralytics_layout() -> None:
     rendered = yolo.render(_dataset())
     config = yaml.safe_load(rendered.label_files["data.yaml"])
-    assert config == {
-        "path": ".",
+    assert config == {  # no `path`: Ultralytics resolves the folders against the yaml's own folder
         "train": "images/train",
         "val": "images/val",
         "nc": 2,
@@ -439,3 +438,11 @@ def test_list_entries_cannot_reach_outside_the_upload(tmp_path: Path) -> None:
     parsed = yolo.parse(root)
     assert all(not image.path.startswith("..") for image in parsed.images)
     assert "yolo.list_entry_missing" in codes(parsed)
+
+
+def test_render_never_writes_exponent_notation() -> None:
+    tiny = CanonicalDataset(
+        ["cat"], [CanonicalImage("a.jpg", Path("/src/a.jpg"), 100000, 100000, "train", [Box(0, 0, 0, 5, 5)])]
+    )
+    (line,) = yolo.render(tiny).label_files["labels/train/a.txt"].decode().splitlines()
+    assert line == "0 0.000025 0.000025 0.00005 0.00005"  # Datumaro drops a file with 5e-05 in it
