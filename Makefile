@@ -1,9 +1,13 @@
 # Two commands matter: `make dev` (UI with the sensor running) and `make test` (the whole suite).
 # Both create .venv and install the project into it first; only Python 3.11+ is needed on the machine.
+# `make test` also builds .venv-readers, a second venv holding Datumaro, which the tests use as an independent
+# reader of our exports; it has a venv of its own because its dependencies are older than our pins.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+READERS_VENV := .venv-readers
+READERS_REQUIREMENTS := dataset_pipeline_tests/readers-requirements.txt
 DAGSTER_PORT ?= 3000
 # dagster only honours dagster.yaml when DAGSTER_HOME is an absolute path; the launcher copies it there.
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
@@ -12,7 +16,7 @@ export SAMPLE
 N ?= 2000
 FORMAT ?= yolo
 
-.PHONY: install dev test demo bench bench-scale lint format clean
+.PHONY: install readers dev test demo bench bench-scale lint format clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -23,11 +27,21 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# --no-compile: the .pyc files are written on first import instead, which halves the install time.
+$(READERS_VENV)/.installed: $(READERS_REQUIREMENTS)
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(READERS_VENV)
+	$(READERS_VENV)/bin/python -m pip install --quiet --quiet --no-compile -r $(READERS_REQUIREMENTS)
+	@touch $@
+
+readers: $(READERS_VENV)/.installed
+
 dev: install
 	$(BIN)/dataset-pipeline dev --port $(DAGSTER_PORT)
 
-test: install
-	$(BIN)/python -m pytest
+# DATASET_PIPELINE_REQUIRE_READERS=1 turns a missing reader into a failure instead of a skip.
+test: install readers
+	DATUMARO_PYTHON=$(abspath $(READERS_VENV)/bin/python) DATASET_PIPELINE_REQUIRE_READERS=1 $(BIN)/python -m pytest
 
 demo: install
 	$(BIN)/dataset-pipeline demo
@@ -47,4 +61,4 @@ format: install
 	$(BIN)/ruff check --fix dataset_pipeline dataset_pipeline_tests
 
 clean:
-	rm -rf $(VENV) .dagster_home *.egg-info
+	rm -rf $(VENV) $(READERS_VENV) .dagster_home *.egg-info

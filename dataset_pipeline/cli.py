@@ -476,6 +476,28 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_project(args: argparse.Namespace) -> int:
+    """Show or set a project's defaults (how its VOC files are read and written)."""
+    from dataset_pipeline.db import repository
+    from dataset_pipeline.domain.naming import name_problem
+
+    for value, kind in ((args.user, "user"), (args.project, "project")):
+        if (problem := name_problem(value, kind)) is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    with _open_database() as database, database.session() as session:
+        if args.voc_pixel_origin is None:
+            project = repository.get_or_create_project(session, args.user, args.project)
+        else:
+            project = repository.set_project_voc_pixel_origin(
+                session, args.user, args.project, args.voc_pixel_origin
+            )
+        origin = project.voc_pixel_origin
+    meaning = "pixel edges as written (CVAT, Datumaro)" if origin == 0 else "1-based pixels (VOC devkit)"
+    print(f"{args.user}/{args.project}: voc_pixel_origin={origin} ({meaning})")
+    return EXIT_OK
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -562,6 +584,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--yes", action="store_true", help="really delete (default: dry run)")
     prune.set_defaults(handler=_cmd_prune)
+
+    project = sub.add_parser(
+        "project",
+        help="show or set a project's defaults (--voc-pixel-origin)",
+        description="Show a project's defaults, or set them for the uploads and exports that follow; a run's "
+        "launchpad config overrides them. Exit codes: 0 done, 2 bad name.",
+    )
+    project.add_argument("user", help="owner, e.g. alice")
+    project.add_argument("project", help="project, e.g. traffic")
+    project.add_argument(
+        "--voc-pixel-origin",
+        type=int,
+        choices=[0, 1],
+        help="0: VOC <bndbox> values are the box's pixel edges (CVAT, Datumaro, Roboflow; the default); "
+        "1: the devkit's 1-based pixels",
+    )
+    project.set_defaults(handler=_cmd_project)
     return parser
 
 

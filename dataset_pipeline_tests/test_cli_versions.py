@@ -136,7 +136,7 @@ def build(db: Database, root: Path) -> Built:
             file_count=5,
             total_bytes=250,
         )
-        ids1 = repository.store_validation(
+        repository.store_validation(
             session,
             v1,
             [
@@ -149,6 +149,7 @@ def build(db: Database, root: Path) -> Built:
             verdict(CLASSES_V1, images=4, usable=3, quarantined=1),
             "run1",
         )
+        ids1 = repository.image_ids(session, v1.id)
         augmented = f"{base}/augmented/run1"
         (root / augmented).mkdir(parents=True)
         (root / augmented / "a_flip.jpg").write_bytes(b"flipped" * 20)
@@ -178,7 +179,7 @@ def build(db: Database, root: Path) -> Built:
         v2 = repository.add_version(
             session, dataset, v1, cause="revalidation", run_id="run2", created_by="alice"
         )
-        ids2 = repository.store_validation(
+        repository.store_validation(
             session,
             v2,
             [
@@ -191,6 +192,7 @@ def build(db: Database, root: Path) -> Built:
             verdict(CLASSES_V2, images=4, usable=3, quarantined=1),
             "run2",
         )
+        ids2 = repository.image_ids(session, v2.id)
         split2 = repository.add_split(
             session, v2, None, {ids2["images/a.jpg"]: "val", ids2["images/b.jpg"]: "val"}, {}
         )

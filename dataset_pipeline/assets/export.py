@@ -26,10 +26,17 @@ from dataset_pipeline.assets.common import (
 from dataset_pipeline.assets.splits import dataset_splits
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Augmentation, Dataset, DatasetVersion, SplitReport
+from dataset_pipeline.domain.export_names import AugmentedCopy, export_names
 from dataset_pipeline.domain.export_zip import ZipWriteReport, export_dataset_zip, fsync_directory
 from dataset_pipeline.domain.image_checks import upright_jpeg_bytes
-from dataset_pipeline.domain.model import CanonicalDataset, CanonicalImage, DatasetFormat, LabelState
-from dataset_pipeline.formats import RENDERERS
+from dataset_pipeline.domain.model import (
+    CanonicalDataset,
+    CanonicalImage,
+    ClassInfo,
+    DatasetFormat,
+    LabelState,
+)
+from dataset_pipeline.formats import EXPORT_FORMATS, coco, render_export
 from dataset_pipeline.partitions import dataset_partitions
 from dataset_pipeline.resources.database import DatabaseResource
 from dataset_pipeline.resources.storage import LocalDatasetStorage, replace_directory
@@ -46,12 +53,13 @@ class ExportConfig(dg.Config):
     formats: list[str] = Field(
         default=["yolo", "coco", "voc"], description="Which zips to write: yolo, coco, voc"
     )
-
-
-def export_file_name(relative_path: str, is_augmented: bool) -> str:
-    """A flat, unique, stable name: folders become '__' so images from several folders cannot collide."""
-    name = Path(relative_path).as_posix().replace("/", "__")
-    return f"aug__{name}" if is_augmented else name
+    voc_pixel_origin: int | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="How the VOC zip writes <bndbox>: 0 = the box's pixel edges (CVAT, Datumaro, torchvision), "
+        "1 = the devkit's 1-based pixels; empty = the project's default (`dataset-pipeline project`)",
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -86,22 +94,61 @@ def split_to_export(
     return report, items
 
 
-def canonical_export(
-    items: list[ExportItem], class_names: list[str]
-) -> tuple[CanonicalDataset, dict[str, Path | bytes]]:
-    """The split's images under flat export names, and the bytes (or file) of each.
+def exported_names(items: list[ExportItem], suffixes: dict[str, str]) -> dict[str, str]:
+    """Stored relative path -> file name in the export: the original's own name (see domain.export_names)."""
+    by_id = {item.image.id: item.image for item in items}
+    copies = [
+        AugmentedCopy(
+            key=item.image.relative_path,
+            source_key=by_id[item.image.source_image_id].relative_path,
+            copy_index=item.image.copy_index or 0,
+        )
+        for item in items
+        if item.image.is_augmented and item.image.source_image_id in by_id
+    ]
+    originals = {
+        item.image.relative_path: suffixes[item.image.relative_path]
+        for item in items
+        if not item.image.is_augmented
+    }
+    names = export_names(originals, copies)
+    for item in items:  # a copy whose source the split left out keeps its stored name
+        names.setdefault(item.image.relative_path, Path(item.image.relative_path).name)
+    return names
 
-    An original that is not an upright RGB/L JPEG is re-encoded upright, since the boxes are in upright pixels.
+
+def canonical_export(
+    items: list[ExportItem], class_names: list[str], class_info: list[ClassInfo], *, keep_source_ids: bool
+) -> tuple[CanonicalDataset, dict[str, Path | bytes], dict[str, dict[str, object]]]:
+    """The split's images under their export names, the bytes (or file) of each, and where each came from.
+
+    An original that is not an upright RGB/L JPEG or PNG is re-encoded upright as JPEG (its name then ends
+    in .jpg), since the boxes are in upright pixels. `keep_source_ids` keeps the upload's COCO image ids.
     """
+    upright = {
+        item.image.relative_path: upright_jpeg_bytes(item.path)
+        for item in items
+        if not item.image.is_augmented
+    }
+    suffixes = {path: ".jpg" if data is not None else Path(path).suffix for path, data in upright.items()}
+    names = exported_names(items, suffixes)
+    by_id = {item.image.id: item.image for item in items}
     images: list[CanonicalImage] = []
     payloads: dict[str, Path | bytes] = {}
+    origins: dict[str, dict[str, object]] = {}
     for item in items:
         image = item.image
-        name = export_file_name(image.relative_path, image.is_augmented)
-        upright = None if image.is_augmented else upright_jpeg_bytes(item.path)
-        if upright is not None:
-            name = str(Path(name).with_suffix(".jpg"))
-        payloads[name] = upright if upright is not None else item.path
+        name = names[image.relative_path]
+        reencoded = upright.get(image.relative_path)
+        payloads[name] = reencoded if reencoded is not None else item.path
+        if image.is_augmented:
+            source = by_id.get(image.source_image_id)
+            origins[name] = {
+                "augmented_from": source.relative_path if source else None,
+                "copy": image.copy_index,
+            }
+        else:
+            origins[name] = {"original": image.relative_path}
         images.append(
             CanonicalImage(
                 name,
@@ -111,9 +158,19 @@ def canonical_export(
                 item.split,
                 image.boxes,
                 LabelState(image.label_state),
+                source_id=image.source_id if keep_source_ids and not image.is_augmented else None,
             )
         )
-    return CanonicalDataset(class_names=class_names, images=images), payloads
+    return CanonicalDataset(class_names, images, class_info), payloads, origins
+
+
+def class_table(canonical: CanonicalDataset) -> list[dict[str, object]]:
+    """Every class with its id in each export: the YOLO index and the COCO category id."""
+    coco_ids = coco.category_ids(canonical)
+    return [
+        {"name": name, "yolo_index": index, "coco_id": coco_ids[index]}
+        for index, name in enumerate(canonical.class_names)
+    ]
 
 
 @dg.asset(
@@ -132,18 +189,25 @@ def dataset_export(
     database: DatabaseResource,
     storage: LocalDatasetStorage,
 ) -> dg.MaterializeResult:
-    unknown = sorted(set(config.formats) - {str(f) for f in DatasetFormat})
+    unknown = sorted(set(config.formats) - {str(f) for f in EXPORT_FORMATS})
     if unknown:
         raise dg.Failure(
-            f"unknown export format(s) {unknown}; choose from yolo, coco, voc", allow_retries=False
+            f"unknown export format(s) {unknown}; choose from {', '.join(EXPORT_FORMATS)}",
+            allow_retries=False,
         )
     with database.session() as session:
         dataset, version, verdict = validated_version(session, context.partition_key)
         user, project = repository.owner_of(session, dataset)
         split, items = split_to_export(session, storage, dataset, version)
+        project_origin = repository.voc_pixel_origin_of(session, dataset)
+    voc_pixel_origin = project_origin if config.voc_pixel_origin is None else config.voc_pixel_origin
 
-    class_names = list(verdict.class_names)
-    canonical, payloads = canonical_export(items, class_names)
+    canonical, payloads, origins = canonical_export(
+        items,
+        list(verdict.class_names),
+        repository.class_info_of(verdict),
+        keep_source_ids=version.format == DatasetFormat.COCO,
+    )
     if not canonical.images:
         raise dg.Failure(
             f"dataset {context.partition_key} version {version.number} has no images in any split; "
@@ -160,7 +224,8 @@ def dataset_export(
         "version": version.number,
         "owner": user,
         "project": project,
-        "class_names": class_names,
+        "class_table": class_table(canonical),
+        "voc_pixel_origin": voc_pixel_origin,
         "split_counts": dict(split.counts),
         "split_metrics": dict(split.metrics),
         "validation_summary": dict(verdict.summary),
@@ -173,13 +238,21 @@ def dataset_export(
             f"{dataset.partition_key}-v{version.number}",
             canonical,
             payloads,
+            origins,
             config.formats,
             manifest_fields,
         )
+    renamed = sum(
+        1
+        for origin, image in zip(origins.values(), canonical.images, strict=True)
+        if Path(str(origin.get("original", ""))).name not in ("", image.file_name)
+    )
     metadata: dict[str, object] = {
         **version_metadata(dataset, version),
         "images": len(canonical.images),
         "boxes": sum(len(i.boxes) for i in canonical.images),
+        "renamed_originals": renamed,
+        "voc_pixel_origin": voc_pixel_origin,
     }
     with database.session() as session:  # one transaction: the rows describe all new zips or none
         for fmt, report in written.items():
@@ -205,6 +278,7 @@ def write_exports(
     zip_stem: str,
     canonical: CanonicalDataset,
     payloads: dict[str, Path | bytes],
+    origins: dict[str, dict[str, object]],
     formats: list[str],
     manifest_fields: dict[str, object],
 ) -> dict[str, ZipWriteReport]:
@@ -220,9 +294,12 @@ def write_exports(
         staged = {
             fmt: export_dataset_zip(
                 staging / f"{zip_stem}-{fmt}.zip",
-                RENDERERS[DatasetFormat(fmt)](canonical),
+                render_export(
+                    DatasetFormat(fmt), canonical, voc_pixel_origin=manifest_fields["voc_pixel_origin"]
+                ),
                 payloads,
                 {**manifest_fields, "dataset_format": fmt},
+                origins,
             )
             for fmt in formats
         }

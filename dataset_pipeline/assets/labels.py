@@ -162,7 +162,9 @@ def _edit(
     context: dg.AssetExecutionContext,
 ):
     """Apply the edits to the parent's labels and write the result as a new version of the dataset."""
-    label_set, stored = repository.load_label_set(session, parent, parent_verdict.class_names)
+    label_set, stored = repository.load_label_set(
+        session, parent, parent_verdict.class_names, repository.class_info_of(parent_verdict)
+    )
     edited, effects = apply_edits(label_set, edits)
     rows = repository.image_rows_with_labels(stored, edited, repository.image_records(session, parent.id))
     summary = dict(parent_verdict.summary)
@@ -178,8 +180,9 @@ def _edit(
         passed=decision.passed,
         reason=decision.reason,
         summary=summary,
-        content_hash=repository.labels_content_hash(edited.class_names, rows),
+        content_hash=None,
         class_names=list(edited.class_names),
+        class_info=list(edited.class_info),
     )
     version = repository.add_version(
         session, dataset, parent, cause="label_edit", run_id=context.run.run_id, created_by=edited_by

@@ -25,14 +25,16 @@ from dataset_pipeline.assets.ingest import raw_upload
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset, DatasetVersion, Image, ImageCheck, VersionValidation
 from dataset_pipeline.domain.image_checks import check_images
-from dataset_pipeline.domain.model import ImageFacts, Issue, Severity
+from dataset_pipeline.domain.model import DatasetFormat, ImageFacts, Issue, Severity, VocPixelOrigin
 from dataset_pipeline.domain.revalidation import FILE_CHANGED, FILE_MISSING, changes_since
 from dataset_pipeline.domain.safe_extract import sha256_file
 from dataset_pipeline.domain.validation import (
+    DUPLICATE_CODES,
     GateDecision,
     ValidatedImage,
     decide_for,
     decide_gate,
+    duplicate_issues,
     summarize_markdown,
     validate,
 )
@@ -42,6 +44,8 @@ from dataset_pipeline.resources.database import DatabaseResource
 from dataset_pipeline.resources.storage import LocalDatasetStorage
 
 USABLE_CHECK = "usable_images"
+#: Findings listed in the materialisation's table; all of them are in `dataset_validations`.
+ISSUES_SHOWN = 200
 
 
 class ValidationConfig(dg.Config):
@@ -56,6 +60,14 @@ class ValidationConfig(dg.Config):
         default=4, description="dHash Hamming distance counted as a near-duplicate"
     )
     workers: int = Field(default=0, description="Image-check processes; 0 = one per CPU")
+    voc_pixel_origin: int | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="How VOC <bndbox> numbers are read: 0 = the box's pixel edges as written (CVAT, Datumaro, "
+        "Roboflow), 1 = the devkit's 1-based pixels; empty = the project's default (`dataset-pipeline "
+        "project --voc-pixel-origin`)",
+    )
 
 
 @dg.asset(
@@ -86,9 +98,11 @@ def validated_dataset(
     with database.session() as session:
         dataset, version = current_version(session, context.partition_key)
         verdict = repository.validation_of(session, version.id)
+        project_origin = repository.voc_pixel_origin_of(session, dataset)
     root = storage.resolve(version.files_path)
     if verdict is None:
-        yield from _validate_new_version(context, config, database, dataset, version, root)
+        origin = project_origin if config.voc_pixel_origin is None else config.voc_pixel_origin
+        yield from _validate_new_version(context, config, database, dataset, version, root, origin)
     else:
         yield from _revalidate(context, config, database, dataset, version, verdict, root)
 
@@ -100,8 +114,13 @@ def _validate_new_version(
     dataset: Dataset,
     version: DatasetVersion,
     root: Path,
+    voc_pixel_origin: VocPixelOrigin,
 ):
-    parsed = parse_dataset(root)
+    carried = _carry_over(context, config, database, dataset, version, root, voc_pixel_origin)
+    if carried is not None:
+        yield from carried
+        return
+    parsed = parse_dataset(root, voc_pixel_origin=voc_pixel_origin)
     paths = [image.path for image in parsed.images]
     context.log.info(
         f"{parsed.format} ({parsed.layout}): {len(paths)} images, {len(parsed.class_names)} classes"
@@ -127,30 +146,162 @@ def _validate_new_version(
     )
     rows = [_image_row(image, root) for image in outcome.images if image.facts is not None]
     decision = decide_for(outcome, config.max_error_share)
+    summary = _summary(decision, outcome.issues)
+    summary["near_duplicate_distance"] = config.near_duplicate_distance
+    if parsed.format is DatasetFormat.VOC:
+        summary["voc_pixel_origin"] = voc_pixel_origin
     record = repository.Verdict(
         passed=decision.passed,
         reason=decision.reason,
-        summary=_summary(decision, outcome.issues),
-        content_hash=repository.labels_content_hash(outcome.class_names, rows),
+        summary=summary,
+        content_hash=None,
         class_names=list(outcome.class_names),
+        class_info=list(parsed.class_info),
     )
     with database.session() as session:
         repository.add_checks(
             session, (_check_row(f) for f in fresh if f.sha256 == keys.get(f.path, ("",))[0])
         )
-        repository.store_validation(session, version, rows, outcome.issues, record, context.run.run_id)
+        content_hash = repository.store_validation(
+            session, version, rows, outcome.issues, record, context.run.run_id
+        )
         _set_status(session, dataset, decision)
     yield _materialization(
         dataset,
         version,
         decision,
         record,
+        content_hash,
         outcome.issues,
         summarize_markdown(outcome, decision),
         decoded=len(fresh),
         checked_before=len(paths) - len(unchecked),
     )
     yield _check_result(dataset, version, decision)
+
+
+def _carry_over(
+    context: dg.AssetExecutionContext,
+    config: ValidationConfig,
+    database: DatabaseResource,
+    dataset: Dataset,
+    version: DatasetVersion,
+    root: Path,
+    voc_pixel_origin: VocPixelOrigin,
+) -> list | None:
+    """An upload that differs from the upload before it only in the bytes of some images, each still
+    decoding cleanly at the size its boxes were checked against: then every label, box, quarantine decision
+    and finding but those about the changed bytes is the parent's, so they are copied inside the database and
+    only the changed images are checked (a re-export fixing a few pictures validates in a fraction of the
+    first time). None when anything else changed; the version is then validated in full."""
+    with database.session() as session:
+        parent = session.get(DatasetVersion, version.parent_id) if version.parent_id else None
+        if parent is None or parent.cause != "upload":
+            return None
+        if (parent.format, parent.layout) != (version.format, version.layout):
+            return None
+        verdict = repository.validation_of(session, parent.id)
+        if verdict is None or not _same_settings(verdict.summary, config, version.format, voc_pixel_origin):
+            return None
+        now, before = repository.file_hashes(session, version.id), repository.file_hashes(session, parent.id)
+        stored = repository.stored_facts(session, parent.id)
+        changed = sorted(path for path, sha in now.items() if before.get(path) != sha)
+        if now.keys() != before.keys() or any(
+            path not in stored or stored[path].quarantined for path in changed
+        ):
+            return None  # a file added or removed, or a label or class file changed: labels may differ
+        old_checks = repository.cached_checks(session, [(before[path], _suffix(path)) for path in changed])
+        keys = {path: (now[path], _suffix(path)) for path in changed}
+        cached = repository.cached_checks(session, keys.values())
+    if len(old_checks) != len(changed):
+        return None
+    fresh = check_images(root, [path for path in changed if keys[path] not in cached], workers=1)
+    facts = {fact.path: fact for fact in fresh}
+    facts.update({path: _facts_from_check(path, cached[keys[path]]) for path in changed if path not in facts})
+    for path in changed:
+        fact, old = facts[path], stored[path]
+        if (
+            not fact.usable
+            or fact.sha256 != now[path]
+            or (fact.width, fact.height) != (old.width, old.height)
+        ):
+            return None  # it no longer decodes, or its boxes were checked against another size
+    everyone = [
+        facts.get(path) or ImageFacts(path, old.sha256, old.size_bytes, None, 0, 0, None, 1, old.dhash)
+        for path, old in stored.items()
+    ]
+    outdated = [
+        (path, code, message)
+        for path in changed
+        for _, code, message in old_checks[(before[path], _suffix(path))].issues
+    ]
+    added = [
+        *(issue for path in changed for issue in facts[path].issues),
+        *duplicate_issues(everyone, config.near_duplicate_distance),
+    ]
+    decision = _decision_of(verdict)
+    run_id = context.run.run_id
+    with database.session() as session:
+        repository.add_checks(session, (_check_row(fact) for fact in fresh))
+        copied = repository.copy_images_with_labels(
+            session, parent, version, [(facts[path], _mtime_ns(root / path)) for path in changed]
+        )
+        repository.copy_findings(
+            session, parent, version, added, run_id, without_codes=DUPLICATE_CODES, without=outdated
+        )
+        counts = repository.finding_counts(session, version.id)
+        summary = {
+            **verdict.summary,
+            "by_severity": {str(sev): sum(n for s, _, n in counts if s == str(sev)) for sev in Severity},
+            "by_code": dict(sorted(Counter({code: n for _, code, n in counts}).items())),
+        }
+        record = repository.Verdict(
+            passed=verdict.passed,
+            reason=verdict.reason,
+            summary=summary,
+            content_hash=None,
+            class_names=list(verdict.class_names),
+            class_info=repository.class_info_of(verdict),
+        )
+        content_hash = repository.add_verdict(session, version, record, run_id)
+        _set_status(session, dataset, decision)
+        shown = repository.first_findings(session, version.id, ISSUES_SHOWN)
+    context.log.info(
+        f"{dataset.partition_key} version {version.number}: {len(changed)} of {copied} images have new "
+        f"bytes since version {parent.number}, each decoding at its size; the rest is version "
+        f"{parent.number}'s, copied ({len(fresh)} decoded)"
+    )
+    markdown = (
+        decision.headline()
+        + f"\n\nThe files are version {parent.number}'s but for the bytes of {len(changed)} images, which "
+        f"still decode at the size their boxes were checked against: labels, boxes and decisions are "
+        f"version {parent.number}'s; {len(fresh)} images were decoded."
+    )
+    return [
+        _materialization(
+            dataset,
+            version,
+            decision,
+            record,
+            content_hash,
+            shown,
+            markdown,
+            decoded=len(fresh),
+            checked_before=copied - len(fresh),
+            carried_over_from=parent.number,
+        ),
+        _check_result(dataset, version, decision),
+    ]
+
+
+def _same_settings(summary: dict, config: ValidationConfig, fmt: str | None, voc_pixel_origin: int) -> bool:
+    """Whether the parent was validated with the rules this run would apply."""
+    same = (
+        summary.get("policy") == config.policy
+        and summary.get("max_error_share") == config.max_error_share
+        and summary.get("near_duplicate_distance") == config.near_duplicate_distance
+    )
+    return same and (fmt != DatasetFormat.VOC or summary.get("voc_pixel_origin") == voc_pixel_origin)
 
 
 def _revalidate(
@@ -203,12 +354,16 @@ def _revalidate(
         strict_error=policy == "strict" and bool(quarantined),
     )
     issues = [*drift, *extra]
+    summary = _summary(decision, issues)
+    if "voc_pixel_origin" in verdict.summary:
+        summary["voc_pixel_origin"] = verdict.summary["voc_pixel_origin"]
     record = repository.Verdict(
         passed=decision.passed,
         reason=decision.reason,
-        summary=_summary(decision, issues),
-        content_hash=repository.labels_content_hash(verdict.class_names, rows),
+        summary=summary,
+        content_hash=None,
         class_names=list(verdict.class_names),
+        class_info=repository.class_info_of(verdict),
     )
     with database.session() as session:
         dataset = session.get(Dataset, dataset.id)
@@ -223,7 +378,7 @@ def _revalidate(
         )
         repository.insert_images_with_labels(session, new, rows)
         repository.copy_findings(session, parent, new, issues, context.run.run_id)
-        repository.add_verdict(session, new, record, context.run.run_id)
+        content_hash = repository.add_verdict(session, new, record, context.run.run_id)
         _set_status(session, dataset, decision)
     context.log.warning(
         f"{dataset.partition_key}: {missing} images missing and {len(changed)} changed since version "
@@ -237,7 +392,7 @@ def _revalidate(
             for issue in issues[:20]
         )
     )
-    yield _materialization(dataset, new, decision, record, issues, markdown)
+    yield _materialization(dataset, new, decision, record, content_hash, issues, markdown)
     yield _check_result(dataset, new, decision)
 
 
@@ -325,6 +480,7 @@ def _image_row(image: ValidatedImage, root: Path) -> repository.ImageRow:
         source_split=image.split,
         quarantined=image.quarantined,
         boxes=image.boxes,
+        source_id=image.source_id,
     )
 
 
@@ -419,11 +575,12 @@ def _materialization(
     version: DatasetVersion,
     decision: GateDecision,
     record: repository.Verdict,
+    content_hash: str,
     issues: list[Issue],
     markdown: str,
     **extra: int,
 ) -> dg.MaterializeResult:
-    counts = Counter(str(issue.severity) for issue in issues)
+    by_severity = record.summary.get("by_severity", {})
     return dg.MaterializeResult(
         metadata={
             **version_metadata(dataset, version),
@@ -432,14 +589,14 @@ def _materialization(
             "usable_images": decision.usable,
             "quarantined": decision.quarantined,
             "missing_since_last_validation": decision.missing,
-            "errors": counts.get(str(Severity.ERROR), 0),
-            "warnings": counts.get(str(Severity.WARNING), 0),
+            "errors": by_severity.get(str(Severity.ERROR), 0),
+            "warnings": by_severity.get(str(Severity.WARNING), 0),
             "classes": len(record.class_names),
             "summary": dg.MetadataValue.md(markdown),
             "report": issues_table(issues),
             **extra,
         },
-        data_version=dg.DataVersion(record.content_hash),
+        data_version=dg.DataVersion(content_hash),
     )
 
 
@@ -459,7 +616,7 @@ def _check_result(dataset: Dataset, version: DatasetVersion, decision: GateDecis
     )
 
 
-def issues_table(issues, limit: int = 200) -> dg.TableMetadataValue:
+def issues_table(issues, limit: int = ISSUES_SHOWN) -> dg.TableMetadataValue:
     """The first problems as a table the UI can sort; the full report is in `dataset_validations`."""
     schema = dg.TableSchema(
         columns=[

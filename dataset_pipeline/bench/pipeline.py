@@ -17,7 +17,7 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dataset_pipeline.assets.export import export_file_name, split_to_export
+from dataset_pipeline.assets.export import exported_names, split_to_export
 from dataset_pipeline.bench.measure import Span, span
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.database import Database
@@ -229,6 +229,7 @@ def _produced(session: Session, storage: LocalDatasetStorage, partition_key: str
     augmented = [image for image in stored if image.is_augmented]
     # The images the export stage zipped (the newest split's), by the files and names it used.
     _, items = split_to_export(session, storage, dataset, version)
+    names = exported_names(items, {item.image.relative_path: item.path.suffix for item in items})
     exports = repository.exports_of(session, version.id)
     label_rows = session.execute(
         sa.select(*(getattr(Label, column) for column in repository.LABEL_COLUMNS))
@@ -243,9 +244,7 @@ def _produced(session: Session, storage: LocalDatasetStorage, partition_key: str
         augmented_count=len(augmented),
         augmented_bytes=sum(image.size_bytes for image in augmented),
         augmented_boxes=sum(len(image.boxes) for image in augmented),
-        exported=[
-            (item.path, export_file_name(item.image.relative_path, item.image.is_augmented)) for item in items
-        ],
+        exported=[(item.path, names[item.image.relative_path]) for item in items],
         exported_boxes=sum(len(item.image.boxes) for item in items),
         export_bytes=sum(export.size_bytes for export in exports),
         export_formats=len(exports),

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -62,11 +63,16 @@ class User(Base):
 
 class Project(Base):
     __tablename__ = "projects"
-    __table_args__ = (UniqueConstraint("user_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("user_id", "name"),
+        CheckConstraint("voc_pixel_origin IN (0, 1)", name="ck_projects_voc_pixel_origin"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(64))
+    #: How this project's VOC coordinates are read and written unless a run says otherwise (model.py).
+    voc_pixel_origin: Mapped[int] = mapped_column(SmallInteger, server_default="0")
     created_at: Mapped[datetime] = _created_at()
 
 
@@ -182,6 +188,8 @@ class VersionValidation(Base):
     passed: Mapped[bool] = mapped_column(Boolean)
     content_hash: Mapped[str] = mapped_column(String(64))
     class_names: Mapped[list[Any]] = mapped_column(default=list)
+    #: Aligned with class_names: {"coco_id", "supercategory"} per class as the upload declared; [] if none.
+    class_info: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
     reason: Mapped[str | None] = mapped_column(Text)
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = _created_at()
@@ -223,6 +231,7 @@ class Image(Base):
     height: Mapped[int] = mapped_column(Integer)
     exif_orientation: Mapped[int] = mapped_column(Integer, default=1)
     dhash: Mapped[int | None] = mapped_column(BigInteger)
+    source_id: Mapped[str | None] = mapped_column(Text)  # the upload's id for it (COCO image id)
     label_state: Mapped[str] = mapped_column(String(16))
     source_split: Mapped[str | None] = mapped_column(String(8))
     quarantined: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ from dataset_pipeline.db.models import (
     VersionValidation,
 )
 from dataset_pipeline.domain.label_edits import EditEffect, ImageLabels, LabelEdit, LabelSet
-from dataset_pipeline.domain.model import Box, Issue, LabelState
+from dataset_pipeline.domain.model import Box, ClassInfo, ImageFacts, Issue, LabelState, Severity
 
 IMAGE_COLUMNS = (
     "dataset_id",
@@ -59,6 +59,7 @@ IMAGE_COLUMNS = (
     "augmentation_id",
     "source_image_id",
     "recipe",
+    "source_id",
 )
 LABEL_COLUMNS = (
     "dataset_id",
@@ -137,6 +138,18 @@ def owner_of(session: Session, dataset: Dataset) -> tuple[str, str]:
         .where(Project.id == dataset.project_id)
     ).one()
     return row[0], row[1]
+
+
+def voc_pixel_origin_of(session: Session, dataset: Dataset) -> int:
+    """The project's default for reading and writing VOC coordinates (`dataset-pipeline project`)."""
+    return session.scalar(sa.select(Project.voc_pixel_origin).where(Project.id == dataset.project_id))
+
+
+def set_project_voc_pixel_origin(session: Session, user_name: str, project_name: str, origin: int) -> Project:
+    project = get_or_create_project(session, user_name, project_name)
+    project.voc_pixel_origin = origin
+    session.flush()
+    return project
 
 
 def lock_content(session: Session, project_id: int, content_sha256: str) -> None:
@@ -310,6 +323,7 @@ class ImageRow:
     is_augmented: bool = False
     source_image_id: int | None = None
     recipe: dict[str, Any] | None = None
+    source_id: str | None = None
 
     @property
     def usable(self) -> bool:
@@ -334,6 +348,7 @@ class ImageRow:
             source_split=record.source_split,
             quarantined=record.quarantined,
             boxes=boxes,
+            source_id=record.source_id,
         )
 
 
@@ -367,6 +382,7 @@ def insert_images_with_labels(
                 augmentation_id,
                 image.source_image_id,
                 image.recipe,
+                image.source_id,
             )
             for image in images
         ),
@@ -418,8 +434,22 @@ class Verdict:
     passed: bool
     reason: str | None
     summary: dict[str, Any]
-    content_hash: str
+    #: None: computed from the version's rows once they are written (`version_content_hash`).
+    content_hash: str | None
     class_names: Sequence[str]
+    class_info: Sequence[ClassInfo] = ()
+
+
+def class_info_json(class_info: Sequence[ClassInfo]) -> list[dict[str, Any]]:
+    return [{"coco_id": info.coco_id, "supercategory": info.supercategory} for info in class_info]
+
+
+def class_info_of(verdict: VersionValidation) -> list[ClassInfo]:
+    """The class info a verdict stored (aligned with its class names), as the domain model has it."""
+    return [
+        ClassInfo(coco_id=entry.get("coco_id"), supercategory=entry.get("supercategory") or "")
+        for entry in verdict.class_info or []
+    ]
 
 
 def store_validation(
@@ -429,12 +459,12 @@ def store_validation(
     issues: Iterable[Issue],
     verdict: Verdict,
     run_id: str | None,
-) -> dict[str, int]:
-    """Write a version's images, boxes, findings and verdict; a version is validated once."""
-    ids = insert_images_with_labels(session, version, images)
+) -> str:
+    """Write a version's images, boxes, findings and verdict; a version is validated once. Returns the
+    verdict's content hash."""
+    insert_images_with_labels(session, version, images)
     add_findings(session, version, issues, run_id)
-    add_verdict(session, version, verdict, run_id)
-    return ids
+    return add_verdict(session, version, verdict, run_id)
 
 
 def add_findings(
@@ -463,7 +493,9 @@ def add_findings(
     )
 
 
-def add_verdict(session: Session, version: DatasetVersion, verdict: Verdict, run_id: str | None) -> None:
+def add_verdict(session: Session, version: DatasetVersion, verdict: Verdict, run_id: str | None) -> str:
+    """Store the verdict; returns its content hash (computed from the rows written before it, if not given)."""
+    content_hash = verdict.content_hash or version_content_hash(session, version.id, verdict.class_names)
     session.add(
         VersionValidation(
             version_id=version.id,
@@ -472,11 +504,13 @@ def add_verdict(session: Session, version: DatasetVersion, verdict: Verdict, run
             passed=verdict.passed,
             reason=verdict.reason,
             summary=verdict.summary,
-            content_hash=verdict.content_hash,
+            content_hash=content_hash,
             class_names=list(verdict.class_names),
+            class_info=class_info_json(verdict.class_info),
         )
     )
     session.flush()
+    return content_hash
 
 
 def copy_findings(
@@ -485,19 +519,64 @@ def copy_findings(
     version: DatasetVersion,
     extra: Iterable[Issue],
     run_id: str | None,
+    *,
+    without_codes: Collection[str] = (),
+    without: Collection[tuple[str, str, str]] = (),
 ) -> None:
-    """A derived version carries its parent's findings (they are about the same files) plus its own."""
+    """A derived version carries its parent's findings (they are about the same files) plus its own.
+
+    `without_codes` and `without` ((file, code, message) of findings) leave out what no longer holds.
+    """
     columns = [c for c in VALIDATION_COLUMNS if c not in ("version_id",)]
-    session.execute(
-        sa.insert(DatasetValidation).from_select(
-            ["version_id", *columns],
-            sa.select(
-                sa.literal(version.id, sa.BigInteger),
-                *(getattr(DatasetValidation, c) for c in columns),
-            ).where(DatasetValidation.version_id == parent.id),
+    kept = sa.select(
+        sa.literal(version.id, sa.BigInteger),
+        *(getattr(DatasetValidation, c) for c in columns),
+    ).where(DatasetValidation.version_id == parent.id)
+    if without_codes:
+        kept = kept.where(DatasetValidation.code.not_in(list(without_codes)))
+    if without:
+        kept = kept.where(
+            sa.tuple_(DatasetValidation.file, DatasetValidation.code, DatasetValidation.message).not_in(
+                list(without)
+            )
         )
-    )
+    session.execute(sa.insert(DatasetValidation).from_select(["version_id", *columns], kept))
     add_findings(session, version, extra, run_id)
+
+
+def finding_counts(session: Session, version_id: int) -> list[tuple[str, str, int]]:
+    """(severity, code, count) of a version's findings."""
+    return [
+        (severity, code, count)
+        for severity, code, count in session.execute(
+            sa.select(DatasetValidation.severity, DatasetValidation.code, sa.func.count())
+            .where(DatasetValidation.version_id == version_id)
+            .group_by(DatasetValidation.severity, DatasetValidation.code)
+        )
+    ]
+
+
+def first_findings(session: Session, version_id: int, limit: int) -> list[Issue]:
+    """The first findings of a version, errors first, as the domain model has them."""
+    order = sa.case({"error": 0, "warning": 1}, value=DatasetValidation.severity, else_=2)
+    rows = session.scalars(
+        sa.select(DatasetValidation)
+        .where(DatasetValidation.version_id == version_id)
+        .order_by(order, DatasetValidation.id)
+        .limit(limit)
+    )
+    return [
+        Issue(
+            Severity(row.severity),
+            row.code,
+            row.file,
+            row.message,
+            line=row.line,
+            annotation_id=row.annotation_id,
+            image=row.image_path,
+        )
+        for row in rows
+    ]
 
 
 def findings_of(session: Session, version_id: int) -> list[DatasetValidation]:
@@ -527,12 +606,129 @@ class StoredImage:
     quarantined: bool
     is_augmented: bool
     source_image_id: int | None
+    source_id: str | None
+    copy_index: int | None  # of an augmented copy: which copy of its source it is
     boxes: list[Box]
 
     @property
     def usable(self) -> bool:
         """Not quarantined and looked at by someone: what a model may learn from."""
         return not self.quarantined and self.label_state != LabelState.UNLABELLED.value
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFacts:
+    """What an original image's row says about its bytes, without its boxes."""
+
+    relative_path: str
+    sha256: str
+    size_bytes: int
+    width: int
+    height: int
+    dhash: int | None
+    quarantined: bool
+
+
+def image_ids(session: Session, version_id: int) -> dict[str, int]:
+    """relative path -> id of every original image of a version."""
+    return dict(
+        session.execute(
+            sa.select(Image.relative_path, Image.id).where(
+                Image.version_id == version_id, Image.augmentation_id.is_(None)
+            )
+        ).all()
+    )
+
+
+def stored_facts(session: Session, version_id: int) -> dict[str, StoredFacts]:
+    """relative path -> the facts of every original image of a version."""
+    rows = session.execute(
+        sa.select(
+            Image.relative_path,
+            Image.sha256,
+            Image.size_bytes,
+            Image.width,
+            Image.height,
+            Image.dhash,
+            Image.quarantined,
+        ).where(Image.version_id == version_id, Image.augmentation_id.is_(None))
+    )
+    return {row.relative_path: StoredFacts(*row) for row in rows}
+
+
+def copy_images_with_labels(
+    session: Session,
+    parent: DatasetVersion,
+    version: DatasetVersion,
+    replaced: Sequence[tuple[ImageFacts, int | None]],
+) -> int:
+    """The parent's original images and their boxes as the version's, in the database alone (no row travels
+    through Python); `replaced` gives new facts (sha256, size, format, mode, EXIF, dHash) and modification
+    time of some images by path, their boxes and decisions staying the parent's. Returns how many images
+    were copied."""
+    connection = session.connection()
+    connection.execute(
+        sa.text(
+            "CREATE TEMPORARY TABLE replaced_facts (relative_path text PRIMARY KEY, sha256 text, "
+            "size_bytes bigint, mtime_ns bigint, format text, mode text, exif_orientation integer, "
+            "dhash bigint) ON COMMIT DROP"
+        )
+    )
+    copy_rows(
+        connection,
+        "replaced_facts",
+        ("relative_path", "sha256", "size_bytes", "mtime_ns", "format", "mode", "exif_orientation", "dhash"),
+        (
+            (f.path, f.sha256, f.size_bytes, mtime_ns, f.format, f.mode, f.exif_orientation, f.dhash)
+            for f, mtime_ns in replaced
+        ),
+    )
+    # One statement: the new image ids come back from the INSERT and are joined to the parent's boxes by
+    # path in memory, so the planner needs no statistics on rows it has not seen yet.
+    copied = connection.execute(
+        sa.text(
+            """
+            WITH parent_images AS (
+                SELECT i.*, r.relative_path IS NOT NULL AS is_replaced, r.sha256 AS new_sha256,
+                       r.size_bytes AS new_size_bytes, r.mtime_ns AS new_mtime_ns, r.format AS new_format,
+                       r.mode AS new_mode, r.exif_orientation AS new_exif_orientation, r.dhash AS new_dhash
+                  FROM images AS i LEFT JOIN replaced_facts AS r ON r.relative_path = i.relative_path
+                 WHERE i.version_id = :parent AND i.augmentation_id IS NULL
+            ), copied AS (
+                INSERT INTO images (dataset_id, version_id, relative_path, sha256, size_bytes, mtime_ns, format,
+                                    mode, width, height, exif_orientation, dhash, label_state, source_split,
+                                    quarantined, is_augmented, augmentation_id, source_image_id, recipe,
+                                    source_id)
+                SELECT dataset_id, :version, relative_path,
+                       CASE WHEN is_replaced THEN new_sha256 ELSE sha256 END,
+                       CASE WHEN is_replaced THEN new_size_bytes ELSE size_bytes END,
+                       CASE WHEN is_replaced THEN new_mtime_ns ELSE mtime_ns END,
+                       CASE WHEN is_replaced THEN new_format ELSE format END,
+                       CASE WHEN is_replaced THEN new_mode ELSE mode END,
+                       width, height,
+                       CASE WHEN is_replaced THEN new_exif_orientation ELSE exif_orientation END,
+                       CASE WHEN is_replaced THEN new_dhash ELSE dhash END,
+                       label_state, source_split, quarantined, false, NULL, NULL, NULL, source_id
+                  FROM parent_images ORDER BY id
+                RETURNING id, relative_path
+            ), boxes AS (
+                INSERT INTO labels (dataset_id, version_id, image_id, class_index, x_min, y_min, x_max, y_max,
+                                    attributes)
+                SELECT l.dataset_id, :version, c.id, l.class_index, l.x_min, l.y_min, l.x_max, l.y_max,
+                       l.attributes
+                  FROM labels AS l
+                  JOIN parent_images AS o ON o.id = l.image_id
+                  JOIN copied AS c ON c.relative_path = o.relative_path
+                 WHERE l.version_id = :parent
+                 ORDER BY l.id
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM copied)
+            """
+        ),
+        {"version": version.id, "parent": parent.id},
+    ).scalar_one()
+    return copied
 
 
 def load_images(
@@ -563,6 +759,8 @@ def load_images(
         Image.quarantined,
         Image.is_augmented,
         Image.source_image_id,
+        Image.source_id,
+        Image.recipe["copy_index"].as_integer(),
     ).where(Image.version_id == version_id, sets)
     if usable_only:
         query = query.where(Image.quarantined.is_(False), Image.label_state != LabelState.UNLABELLED.value)
@@ -735,7 +933,10 @@ def list_datasets(session: Session) -> list[Dataset]:
 
 
 def load_label_set(
-    session: Session, version: DatasetVersion, class_names: Sequence[str]
+    session: Session,
+    version: DatasetVersion,
+    class_names: Sequence[str],
+    class_info: Sequence[ClassInfo] = (),
 ) -> tuple[LabelSet, list[StoredImage]]:
     """Classes and boxes of a version's original images (augmented copies are derived, not edited)."""
     stored = load_images(session, version.id, usable_only=False)
@@ -745,7 +946,7 @@ def load_label_set(
         )
         for image in stored
     }
-    return LabelSet(list(class_names), images), stored
+    return LabelSet(list(class_names), images, list(class_info)), stored
 
 
 def image_rows_with_labels(
@@ -797,20 +998,34 @@ def record_label_edits(
     )
 
 
-def labels_content_hash(class_names: Sequence[str], images: Iterable[ImageRow]) -> str:
+def version_content_hash(session: Session, version_id: int, class_names: Sequence[str]) -> str:
     """A hash of what the rest of the graph reads from a version (classes, original images, quarantine
-    decisions, boxes): the `labels` data version, equal whenever two versions hold the same labels."""
-    digest = hashlib.sha256(json.dumps(list(class_names)).encode())
-    for image in sorted(images, key=lambda row: row.relative_path):
-        digest.update(
-            f"\n{image.relative_path}|{image.sha256}|{image.quarantined}|{image.label_state}|{image.source_split}".encode()
-        )
-        for box in image.boxes:
-            attributes = json.dumps(dict(box.attributes), sort_keys=True)
-            digest.update(
-                f";{box.class_index},{box.x_min!r},{box.y_min!r},{box.x_max!r},{box.y_max!r},{attributes}".encode()
-            )
-    return digest.hexdigest()[:32]
+    decisions, boxes): the `labels` data version, equal whenever two versions hold the same labels.
+
+    Computed by PostgreSQL from the rows as stored, so every way of writing a version (parsed, copied from its
+    parent, edited) hashes alike without its boxes travelling back; boxes count as a set.
+    """
+    digest = session.execute(
+        sa.text(
+            """
+            SELECT md5(coalesce(string_agg(line, E'\n' ORDER BY relative_path), ''))
+              FROM (
+                SELECT i.relative_path,
+                       concat_ws('|', i.relative_path, i.sha256, i.quarantined, i.label_state,
+                                 coalesce(i.source_split, ''),
+                                 (SELECT string_agg(concat_ws(',', l.class_index, l.x_min, l.y_min, l.x_max,
+                                                              l.y_max, l.attributes::text),
+                                                    ';' ORDER BY l.class_index, l.x_min, l.y_min, l.x_max,
+                                                                 l.y_max, l.attributes::text)
+                                    FROM labels AS l WHERE l.image_id = i.id)) AS line
+                  FROM images AS i
+                 WHERE i.version_id = :version AND i.augmentation_id IS NULL
+              ) AS lines
+            """
+        ),
+        {"version": version_id},
+    ).scalar_one()
+    return hashlib.sha256(json.dumps(list(class_names)).encode() + digest.encode()).hexdigest()[:32]
 
 
 # --- pruning -----------------------------------------------------------------------------------------------

@@ -26,7 +26,14 @@ import cv2
 import numpy as np
 
 from dataset_pipeline.domain.image_checks import load_upright_rgb
-from dataset_pipeline.domain.model import SPLITS, AttributeValue, Box, CanonicalImage, LabelState
+from dataset_pipeline.domain.model import (
+    GEOMETRY_ATTRIBUTES,
+    SPLITS,
+    AttributeValue,
+    Box,
+    CanonicalImage,
+    LabelState,
+)
 
 # albumentations asks PyPI for a newer version on import (up to 2 s, in every spawned worker); a pipeline
 # must not phone home, so opt out unless the environment already decided.
@@ -260,8 +267,8 @@ def build_pipeline(recipe: AugmentationRecipe, *, image_size: tuple[int, int] | 
 
 def validate_recipe(recipe: AugmentationRecipe) -> None:
     """Raise `RecipeError` naming the first bad setting; builds the pipeline once as albumentations would."""
-    if recipe.copies_per_image < 1:
-        raise RecipeError(f"recipe: copies_per_image must be at least 1, got {recipe.copies_per_image}")
+    if recipe.copies_per_image < 0:  # 0 is a recipe too: no copies, the originals alone are split
+        raise RecipeError(f"recipe: copies_per_image must not be negative, got {recipe.copies_per_image}")
     if not 0.0 <= recipe.min_visibility <= 1.0:
         raise RecipeError(f"recipe: min_visibility must be between 0 and 1, got {recipe.min_visibility}")
     if recipe.min_area < 0:
@@ -365,7 +372,9 @@ def make_tasks(images: Iterable[CanonicalImage], recipe: AugmentationRecipe) -> 
             continue
         boxes = np.array([[b.x_min, b.y_min, b.x_max, b.y_max] for b in image.boxes], dtype=np.float64)
         classes = np.array([b.class_index for b in image.boxes], dtype=np.int64)
-        attributes = tuple(dict(b.attributes) for b in image.boxes)
+        attributes = tuple(
+            {k: v for k, v in b.attributes.items() if k not in GEOMETRY_ATTRIBUTES} for b in image.boxes
+        )
         for copy_index in range(recipe.copies_per_image):
             tasks.append(
                 AugmentTask(

@@ -24,7 +24,8 @@ from dataset_pipeline.domain.model import RenderedDataset
 from dataset_pipeline.domain.safe_extract import sha256_file
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
+#: 2: `classes` became a table (name, YOLO index, COCO id), `images` and `voc_pixel_origin` were added.
+MANIFEST_VERSION = 2
 #: The earliest time a zip can hold; any fixed value works, this one says "not a real time".
 FIXED_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 DEFLATE_LEVEL = 6
@@ -177,15 +178,20 @@ def build_manifest(
     owner: str,
     project: str,
     dataset_format: str,
-    class_names: Sequence[str],
+    class_table: Sequence[Mapping[str, Any]],
+    voc_pixel_origin: int,
     split_counts: Mapping[str, Any],
     split_metrics: Mapping[str, Any],
     validation_summary: Mapping[str, Any],
     files: Mapping[str, str],
     run_id: str,
     pipeline_version: str,
+    images: Mapping[str, Mapping[str, Any]] = MappingProxyType({}),
 ) -> bytes:
     """`manifest.json`: what the zip holds, where it came from, and a sha256 per file to verify it by.
+
+    `classes` says how every export's ids map (name, YOLO index, COCO category id); `images` maps each
+    exported image to the upload's path it came from; `voc_pixel_origin` is how VOC coordinates are written.
 
     Sorted keys and fixed indentation keep it byte-stable; NaN is refused because it is not JSON.
     """
@@ -196,7 +202,9 @@ def build_manifest(
         "owner": owner,
         "project": project,
         "format": str(dataset_format),
-        "classes": {str(index): name for index, name in enumerate(class_names)},
+        "classes": [dict(entry) for entry in class_table],
+        "voc_pixel_origin": voc_pixel_origin,
+        "images": {path: dict(origin) for path, origin in sorted(images.items())},
         "splits": split_counts,
         "split_metrics": split_metrics,
         "validation": validation_summary,
@@ -213,14 +221,16 @@ def export_dataset_zip(
     rendered: RenderedDataset,
     images: Mapping[str, Path | bytes],
     manifest_fields: Mapping[str, Any],
+    origins: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ZipWriteReport:
     """Zip a rendered dataset: its label files, its images and a `manifest.json` written last.
 
     `images` maps `CanonicalImage.file_name` to the file to copy or to pre-encoded bytes (e.g. an image
-    re-encoded upright); `manifest_fields` are the `build_manifest` arguments other than `files`.
+    re-encoded upright); `origins` maps it to where it came from (`{"original": path}`), which the manifest
+    gives under the image's path in this zip; `manifest_fields` are the other `build_manifest` arguments.
     """
-    if "files" in manifest_fields:
-        raise ValueError("manifest_fields must not contain 'files'; the export computes it")
+    if {"files", "images"} & set(manifest_fields):
+        raise ValueError("manifest_fields must not contain 'files' or 'images'; the export computes them")
     missing = sorted(set(rendered.image_paths) - set(images))
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -234,6 +244,12 @@ def export_dataset_zip(
         raise ValueError(f"the rendered dataset already has a {MANIFEST_NAME}; it is reserved for the export")
 
     def manifest(files: Mapping[str, str]) -> list[ZipEntry]:
-        return [ZipEntry(MANIFEST_NAME, build_manifest(**manifest_fields, files=files), compress=True)]
+        placed = {
+            rendered.image_paths[name]: origin
+            for name, origin in (origins or {}).items()
+            if name in rendered.image_paths
+        }
+        document = build_manifest(**manifest_fields, files=files, images=placed)
+        return [ZipEntry(MANIFEST_NAME, document, compress=True)]
 
     return write_deterministic_zip(target, entries, trailer=manifest)

@@ -113,10 +113,12 @@ def load_upright_rgb(path: Path) -> np.ndarray:
 
 
 def upright_jpeg_bytes(path: Path, quality: int = 95) -> bytes | None:
-    """Re-encoded JPEG bytes, or None when the file is an upright RGB/L JPEG that export can copy as is."""
+    """Re-encoded JPEG bytes, or None when the file is an upright RGB/L JPEG or PNG that export copies as is
+    (under its own name: every detection reader takes both)."""
     with Image.open(path, formats=ALLOWED_FORMATS) as image:
         orientation = _orientation(image)
-        if image.format in _JPEG_FORMATS and image.mode in ("RGB", "L") and orientation == 1:
+        copyable = image.format in _JPEG_FORMATS or image.format == "PNG"
+        if copyable and image.mode in ("RGB", "L") and orientation == 1:
             return None
         keep_profile = image.mode == "RGB"
         icc_profile = image.info.get("icc_profile") if keep_profile else None

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from dataset_pipeline.domain.model import Box, LabelState
+from dataset_pipeline.domain.model import Box, ClassInfo, LabelState
 
 Operation = Literal["rename_class", "merge_classes", "delete_class", "replace_boxes", "remap_class_ids"]
 OPERATIONS: tuple[str, ...] = Operation.__args__  # type: ignore[attr-defined]
@@ -43,6 +43,12 @@ class LabelSet:
 
     class_names: list[str]
     images: dict[str, ImageLabels]
+    #: Aligned with class_names when the upload declared COCO ids; a class keeps its id through renames.
+    class_info: list[ClassInfo] = field(default_factory=list)
+
+    def info_of(self, old_indices: Sequence[int]) -> list[ClassInfo]:
+        """The class info of the classes that stay, in their new order (empty when there is none)."""
+        return [self.class_info[old] for old in old_indices] if self.class_info else []
 
     def box_count(self) -> int:
         return sum(len(image.boxes) for image in self.images.values())
@@ -115,7 +121,9 @@ def _index_of(labels: LabelSet, name: str, edit: str) -> int:
         raise LabelEditError(f"{edit}: there is no class {name!r} (classes: {known})") from None
 
 
-def _reindexed(labels: LabelSet, new_index: Sequence[int | None], class_names: list[str]) -> LabelSet:
+def _reindexed(
+    labels: LabelSet, new_index: Sequence[int | None], class_names: list[str], class_info: list[ClassInfo]
+) -> LabelSet:
     """Give every box its class's new index; boxes whose class maps to None are removed."""
     images = {}
     for path, image in labels.images.items():
@@ -125,7 +133,7 @@ def _reindexed(labels: LabelSet, new_index: Sequence[int | None], class_names: l
             if (target := new_index[box.class_index]) is not None
         ]
         images[path] = ImageLabels(image.width, image.height, boxes, _state_after(image.label_state, boxes))
-    return LabelSet(class_names, images)
+    return LabelSet(class_names, images, class_info)
 
 
 def _rename(labels: LabelSet, edit: LabelEdit) -> LabelSet:
@@ -138,7 +146,7 @@ def _rename(labels: LabelSet, edit: LabelEdit) -> LabelSet:
         )
     names = list(labels.class_names)
     names[index] = edit.new_name
-    return LabelSet(names, labels.images)
+    return LabelSet(names, labels.images, list(labels.class_info))
 
 
 def _merge(labels: LabelSet, edit: LabelEdit) -> LabelSet:
@@ -153,7 +161,7 @@ def _merge(labels: LabelSet, edit: LabelEdit) -> LabelSet:
     kept = [old for old in range(len(names)) if old not in merged]
     position = {old: new for new, old in enumerate(kept)}
     new_index = [position[target_old] if old in merged else position[old] for old in range(len(names))]
-    return _reindexed(labels, new_index, [names[old] for old in kept])
+    return _reindexed(labels, new_index, [names[old] for old in kept], labels.info_of(kept))
 
 
 def _delete(labels: LabelSet, edit: LabelEdit) -> LabelSet:
@@ -161,8 +169,8 @@ def _delete(labels: LabelSet, edit: LabelEdit) -> LabelSet:
     new_index: list[int | None] = [
         None if old == deleted else old - (old > deleted) for old in range(len(labels.class_names))
     ]
-    names = [name for old, name in enumerate(labels.class_names) if old != deleted]
-    return _reindexed(labels, new_index, names)
+    kept = [old for old in range(len(labels.class_names)) if old != deleted]
+    return _reindexed(labels, new_index, [labels.class_names[old] for old in kept], labels.info_of(kept))
 
 
 def _replace_boxes(labels: LabelSet, edit: LabelEdit) -> LabelSet:
@@ -195,7 +203,7 @@ def _replace_boxes(labels: LabelSet, edit: LabelEdit) -> LabelSet:
     images = dict(labels.images)
     state = LabelState.LABELLED if boxes else LabelState.BACKGROUND  # someone looked at it: not unlabelled
     images[edit.image] = ImageLabels(image.width, image.height, boxes, state)
-    return LabelSet(labels.class_names, images)
+    return LabelSet(labels.class_names, images, list(labels.class_info))
 
 
 def _remap(labels: LabelSet, edit: LabelEdit) -> LabelSet:
@@ -207,10 +215,10 @@ def _remap(labels: LabelSet, edit: LabelEdit) -> LabelSet:
             f"remap_class_ids: {dict(edit.mapping)} must reorder the ids 0..{count - 1} one to one"
             + (f"; unknown ids {unknown}" if unknown else "")
         )
-    names = [""] * count
+    old_of = [0] * count
     for old, new in enumerate(new_index):
-        names[new] = labels.class_names[old]
-    return _reindexed(labels, new_index, names)
+        old_of[new] = old
+    return _reindexed(labels, new_index, [labels.class_names[old] for old in old_of], labels.info_of(old_of))
 
 
 _APPLY = {

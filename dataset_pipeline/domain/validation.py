@@ -419,6 +419,16 @@ def find_duplicates(
     return exact, sorted(near, key=lambda g: g[0])
 
 
+#: Findings about the dataset as a whole that a changed image can move (see `duplicate_issues`).
+DUPLICATE_CODES = ("image.duplicate", "image.near_duplicate")
+
+
+def duplicate_issues(facts: Sequence[ImageFacts], near_duplicate_distance: int) -> list[Issue]:
+    """Warnings for exact and near-duplicate groups among the images (their sha256 and dHash)."""
+    exact, near = find_duplicates(facts, near_duplicate_distance)
+    return _duplicate_issues(exact, near, {fact.path: fact.sha256 for fact in facts})
+
+
 def _duplicate_issues(
     exact: list[list[str]], near: list[list[str]], sha_of: Mapping[str, str]
 ) -> list[Issue]:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from dataset_pipeline.assets.export import export_file_name
 from dataset_pipeline.db import repository
 from dataset_pipeline.domain.model import DatasetFormat
 from dataset_pipeline.domain.synthetic import generate_dataset
@@ -196,16 +195,27 @@ def test_the_coco_export_loads_in_pycocotools_with_every_box_on_its_image(
         export = next(e for e in repository.exports_of(session, version.id) if e.format == "coco")
         split = repository.latest_split(session, version.id)
         assigned = repository.assignments_of(session, split.id)
-        expected = {}  # exported file stem -> sorted boxes as (class name, x, y, w, h)
-        for image in repository.load_images(session, version.id, augmentation_id=split.augmentation_id):
-            if image.id not in assigned:  # an augmented copy of a val/test image: left out of every split
-                continue
-            stem = Path(export_file_name(image.relative_path, image.is_augmented)).stem
-            expected[stem] = sorted(
-                (verdict.class_names[b.class_index], b.x_min, b.y_min, b.width, b.height) for b in image.boxes
-            )
+        stored = repository.load_images(session, version.id, augmentation_id=split.augmentation_id)
     unpacked = tmp_path / "export"
     zipfile.ZipFile(Path(resources["storage"].root) / export.path).extractall(unpacked)
+    manifest = json.loads((unpacked / "manifest.json").read_text())
+    by_origin = {  # what the manifest says each exported image came from -> its exported file stem
+        (origin.get("original") or origin["augmented_from"], origin.get("copy")): Path(archive_path).stem
+        for archive_path, origin in manifest["images"].items()
+    }
+    by_id = {image.id: image for image in stored}
+    expected = {}  # exported file stem -> sorted boxes as (class name, x, y, w, h)
+    for image in stored:
+        if image.id not in assigned:  # an augmented copy of a val/test image: left out of every split
+            continue
+        if image.is_augmented:
+            origin = (by_id[image.source_image_id].relative_path, image.copy_index)
+        else:
+            origin = (image.relative_path, None)
+        stem = by_origin[origin]
+        expected[stem] = sorted(
+            (verdict.class_names[b.class_index], b.x_min, b.y_min, b.width, b.height) for b in image.boxes
+        )
     seen = {}
     for annotation_file in sorted(unpacked.rglob("instances_*.json")):
         api = coco_api.COCO(str(annotation_file))

@@ -331,7 +331,9 @@ def test_hostile_strings_round_trip_through_copy_and_bound_writes(db: Database) 
         repository.lock_content(session, dataset.project_id, HOSTILE[4])  # sa.text with a bound :key
         images = [image_row(index, value) for index, value in enumerate(HOSTILE)]
         issues = [issue(index, value) for index, value in enumerate(HOSTILE)]
-        ids = repository.store_validation(session, version, images, issues, verdict(), run_id="'; --")
+        stored_hash = repository.store_validation(session, version, images, issues, verdict(), run_id="'; --")
+        assert stored_hash == verdict().content_hash  # a hash given is kept as given
+        ids = repository.image_ids(session, version.id)
         assert len(ids) == len(HOSTILE)
         manifest = [(value, f"{index:064x}", index) for index, value in enumerate(HOSTILE)]
         assert repository.add_version_files(session, version, manifest) == len(HOSTILE)

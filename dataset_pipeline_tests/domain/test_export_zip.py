@@ -29,7 +29,11 @@ MANIFEST_FIELDS: dict[str, Any] = {
     "owner": "ana",
     "project": "wildlife",
     "dataset_format": "yolo",
-    "class_names": ["sparrow", "owl"],
+    "class_table": [
+        {"name": "sparrow", "yolo_index": 0, "coco_id": 1},
+        {"name": "owl", "yolo_index": 1, "coco_id": 3},
+    ],
+    "voc_pixel_origin": 0,
     "split_counts": {"train": {"images": 2, "boxes": 3}, "val": {"images": 1, "boxes": 1}},
     "split_metrics": {"class_balance_jsd": 0.01},
     "validation_summary": {"errors": 0, "warnings": 2},
@@ -112,7 +116,8 @@ def test_images_are_stored_labels_deflated_with_fixed_metadata(
 def test_manifest_hashes_match_the_zip_contents(
     tmp_path: Path, rendered: RenderedDataset, images: dict[str, Path | bytes]
 ) -> None:
-    report = export_dataset_zip(tmp_path / "out.zip", rendered, images, MANIFEST_FIELDS)
+    origins = {"a.jpg": {"original": "birds/train/a.jpg"}, "c.jpg": {"augmented_from": "x/a.jpg", "copy": 1}}
+    report = export_dataset_zip(tmp_path / "out.zip", rendered, images, MANIFEST_FIELDS, origins)
     with zipfile.ZipFile(tmp_path / "out.zip") as archive:
         manifest_bytes = archive.read(MANIFEST_NAME)
         contents = {name: archive.read(name) for name in archive.namelist() if name != MANIFEST_NAME}
@@ -122,7 +127,13 @@ def test_manifest_hashes_match_the_zip_contents(
     assert manifest["files"]["images/train/a.jpg"] == sha256_of(images["a.jpg"])
     assert manifest["files"]["images/val/c.jpg"] == sha256_of(images["c.jpg"])
     assert report.entry_sha256[MANIFEST_NAME] == hashlib.sha256(manifest_bytes).hexdigest()
-    assert manifest["classes"] == {"0": "sparrow", "1": "owl"}
+    assert manifest["classes"] == MANIFEST_FIELDS["class_table"]
+    assert manifest["voc_pixel_origin"] == 0
+    # every image under its path in this zip, with where it came from
+    assert manifest["images"] == {
+        "images/train/a.jpg": {"original": "birds/train/a.jpg"},
+        "images/val/c.jpg": {"augmented_from": "x/a.jpg", "copy": 1},
+    }
     assert manifest["run_id"] == "run-123" and manifest["pipeline_version"] == "0.1.0"
     assert manifest["splits"]["train"] == {"images": 2, "boxes": 3}
     assert manifest["format"] == "yolo" and manifest["dataset"] == "birds" and manifest["version"] == 1
@@ -130,8 +141,8 @@ def test_manifest_hashes_match_the_zip_contents(
 
 def test_build_manifest_is_stable_json() -> None:
     files = {"b.txt": "2" * 64, "a.txt": "1" * 64}
-    text = build_manifest(**MANIFEST_FIELDS, files=files)
-    assert text == build_manifest(**MANIFEST_FIELDS, files=dict(reversed(files.items())))
+    text = build_manifest(**MANIFEST_FIELDS, files=files, images={})
+    assert text == build_manifest(**MANIFEST_FIELDS, files=dict(reversed(files.items())), images={})
     assert text.endswith(b"}\n") and b'\n  "classes"' in text
     assert list(json.loads(text)) == sorted(json.loads(text))
     with pytest.raises(ValueError):

@@ -256,11 +256,15 @@ def test_tiff_orientation_is_not_applied_twice(tmp_path: Path) -> None:
     assert pixels[1, 5].tolist() == [255, 0, 0] and pixels[-2, 5].tolist() == [0, 0, 255]
 
 
-def test_upright_rgb_jpeg_needs_no_reencoding(tmp_path: Path) -> None:
+def test_upright_rgb_jpeg_and_png_need_no_reencoding_other_files_do(tmp_path: Path) -> None:
     jpeg = save(Image.new("RGB", (16, 16)), tmp_path, "ok.jpg")
     png = save(Image.new("RGB", (16, 16)), tmp_path, "ok.png")
+    rgba = save(Image.new("RGBA", (16, 16)), tmp_path, "alpha.png")
+    bmp = save(Image.new("RGB", (16, 16)), tmp_path, "old.bmp")
     assert upright_jpeg_bytes(tmp_path / jpeg) is None
-    assert upright_jpeg_bytes(tmp_path / png) is not None
+    assert upright_jpeg_bytes(tmp_path / png) is None  # every detection reader takes a PNG as it is
+    assert upright_jpeg_bytes(tmp_path / rgba)[:2] == b"\xff\xd8"
+    assert upright_jpeg_bytes(tmp_path / bmp)[:2] == b"\xff\xd8"
 
 
 def test_cmyk_is_flagged_and_converted(tmp_path: Path) -> None:

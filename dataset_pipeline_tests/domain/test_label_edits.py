@@ -459,3 +459,32 @@ def test_apply_edits_is_all_or_nothing(labels: LabelSet) -> None:
 def test_apply_no_edits(labels: LabelSet) -> None:
     edited, effects = apply_edits(labels, [])
     assert edited == labels and effects == []
+
+
+# --- class info (COCO ids) follows the classes ---------------------------------------------------------
+
+
+def test_coco_ids_follow_their_classes_through_every_edit(labels: LabelSet) -> None:
+    from dataset_pipeline.domain.model import ClassInfo
+
+    info = [ClassInfo(coco_id=10 * (i + 1), supercategory=f"s{i}") for i in range(len(labels.class_names))]
+    labels = LabelSet(labels.class_names, labels.images, info)
+    id_of = dict(zip(labels.class_names, (i.coco_id for i in info), strict=True))
+
+    def ids(edited: LabelSet) -> dict[str, int | None]:
+        assert len(edited.class_info) == len(edited.class_names)
+        return {name: i.coco_id for name, i in zip(edited.class_names, edited.class_info, strict=True)}
+
+    renamed, _ = apply_edit(labels, LabelEdit("rename_class", class_name="car", new_name="auto"))
+    assert ids(renamed)["auto"] == id_of["car"]  # a renamed class is the same category
+    deleted, _ = apply_edit(labels, LabelEdit("delete_class", class_name="bike"))
+    assert ids(deleted) == {name: i for name, i in id_of.items() if name != "bike"}
+    merged, _ = apply_edit(labels, LabelEdit("merge_classes", sources=("truck", "bus"), into="heavy"))
+    first = min(labels.class_names.index("truck"), labels.class_names.index("bus"))
+    assert ids(merged)["heavy"] == info[first].coco_id  # takes the place (and id) of the first source
+    remapped, _ = apply_edit(labels, LabelEdit("remap_class_ids", mapping={3: 0, 0: 3}))
+    assert ids(remapped) == id_of
+    boxes, _ = apply_edit(labels, LabelEdit("replace_boxes", image="a.jpg", boxes=(("car", 1, 2, 3, 4),)))
+    assert ids(boxes) == id_of
+    plain, _ = apply_edit(LabelSet(labels.class_names, labels.images), EXAMPLES[0])
+    assert plain.class_info == []  # nothing declared, nothing made up
