@@ -625,6 +625,7 @@ class StoredFacts:
     size_bytes: int
     width: int
     height: int
+    exif_orientation: int
     dhash: int | None
     quarantined: bool
 
@@ -649,6 +650,7 @@ def stored_facts(session: Session, version_id: int) -> dict[str, StoredFacts]:
             Image.size_bytes,
             Image.width,
             Image.height,
+            Image.exif_orientation,
             Image.dhash,
             Image.quarantined,
         ).where(Image.version_id == version_id, Image.augmentation_id.is_(None))
@@ -683,51 +685,55 @@ def copy_images_with_labels(
             for f, mtime_ns in replaced
         ),
     )
-    # One statement: the new image ids come back from the INSERT and are joined to the parent's boxes by
-    # path in memory, so the planner needs no statistics on rows it has not seen yet.
+    # The new ids are drawn first, so images and boxes are copied by an integer join; a join on paths
+    # against rows the planner has no statistics for picked a nested loop (1.7 s for 2,000 images).
+    connection.execute(
+        sa.text(
+            "CREATE TEMPORARY TABLE copied_ids ON COMMIT DROP AS "
+            "SELECT id AS old_id, nextval(pg_get_serial_sequence('images', 'id')) AS new_id "
+            "FROM images WHERE version_id = :parent AND augmentation_id IS NULL ORDER BY id"
+        ),
+        {"parent": parent.id},
+    )
+    connection.execute(sa.text("ANALYZE copied_ids"))
     copied = connection.execute(
         sa.text(
             """
-            WITH parent_images AS (
-                SELECT i.*, r.relative_path IS NOT NULL AS is_replaced, r.sha256 AS new_sha256,
-                       r.size_bytes AS new_size_bytes, r.mtime_ns AS new_mtime_ns, r.format AS new_format,
-                       r.mode AS new_mode, r.exif_orientation AS new_exif_orientation, r.dhash AS new_dhash
-                  FROM images AS i LEFT JOIN replaced_facts AS r ON r.relative_path = i.relative_path
-                 WHERE i.version_id = :parent AND i.augmentation_id IS NULL
-            ), copied AS (
-                INSERT INTO images (dataset_id, version_id, relative_path, sha256, size_bytes, mtime_ns, format,
-                                    mode, width, height, exif_orientation, dhash, label_state, source_split,
-                                    quarantined, is_augmented, augmentation_id, source_image_id, recipe,
-                                    source_id)
-                SELECT dataset_id, :version, relative_path,
-                       CASE WHEN is_replaced THEN new_sha256 ELSE sha256 END,
-                       CASE WHEN is_replaced THEN new_size_bytes ELSE size_bytes END,
-                       CASE WHEN is_replaced THEN new_mtime_ns ELSE mtime_ns END,
-                       CASE WHEN is_replaced THEN new_format ELSE format END,
-                       CASE WHEN is_replaced THEN new_mode ELSE mode END,
-                       width, height,
-                       CASE WHEN is_replaced THEN new_exif_orientation ELSE exif_orientation END,
-                       CASE WHEN is_replaced THEN new_dhash ELSE dhash END,
-                       label_state, source_split, quarantined, false, NULL, NULL, NULL, source_id
-                  FROM parent_images ORDER BY id
-                RETURNING id, relative_path
-            ), boxes AS (
-                INSERT INTO labels (dataset_id, version_id, image_id, class_index, x_min, y_min, x_max, y_max,
-                                    attributes)
-                SELECT l.dataset_id, :version, c.id, l.class_index, l.x_min, l.y_min, l.x_max, l.y_max,
-                       l.attributes
-                  FROM labels AS l
-                  JOIN parent_images AS o ON o.id = l.image_id
-                  JOIN copied AS c ON c.relative_path = o.relative_path
-                 WHERE l.version_id = :parent
-                 ORDER BY l.id
-                RETURNING 1
-            )
-            SELECT (SELECT count(*) FROM copied)
+            INSERT INTO images (id, dataset_id, version_id, relative_path, sha256, size_bytes, mtime_ns, format,
+                                mode, width, height, exif_orientation, dhash, label_state, source_split,
+                                quarantined, is_augmented, augmentation_id, source_image_id, recipe, source_id)
+            SELECT m.new_id, i.dataset_id, :version, i.relative_path,
+                   coalesce(r.sha256, i.sha256),
+                   coalesce(r.size_bytes, i.size_bytes),
+                   CASE WHEN r.relative_path IS NULL THEN i.mtime_ns ELSE r.mtime_ns END,
+                   CASE WHEN r.relative_path IS NULL THEN i.format ELSE r.format END,
+                   CASE WHEN r.relative_path IS NULL THEN i.mode ELSE r.mode END,
+                   i.width, i.height,
+                   coalesce(r.exif_orientation, i.exif_orientation),
+                   CASE WHEN r.relative_path IS NULL THEN i.dhash ELSE r.dhash END,
+                   i.label_state, i.source_split, i.quarantined, false, NULL, NULL, NULL, i.source_id
+              FROM images AS i
+              JOIN copied_ids AS m ON m.old_id = i.id
+              LEFT JOIN replaced_facts AS r ON r.relative_path = i.relative_path
+             ORDER BY m.new_id
+            """
+        ),
+        {"version": version.id},
+    ).rowcount
+    connection.execute(
+        sa.text(
+            """
+            INSERT INTO labels (dataset_id, version_id, image_id, class_index, x_min, y_min, x_max, y_max,
+                                attributes)
+            SELECT l.dataset_id, :version, m.new_id, l.class_index, l.x_min, l.y_min, l.x_max, l.y_max,
+                   l.attributes
+              FROM labels AS l JOIN copied_ids AS m ON m.old_id = l.image_id
+             WHERE l.version_id = :parent
+             ORDER BY l.id
             """
         ),
         {"version": version.id, "parent": parent.id},
-    ).scalar_one()
+    )
     return copied
 
 
@@ -1013,13 +1019,13 @@ def version_content_hash(session: Session, version_id: int, class_names: Sequenc
                 SELECT i.relative_path,
                        concat_ws('|', i.relative_path, i.sha256, i.quarantined, i.label_state,
                                  coalesce(i.source_split, ''),
-                                 (SELECT string_agg(concat_ws(',', l.class_index, l.x_min, l.y_min, l.x_max,
-                                                              l.y_max, l.attributes::text),
-                                                    ';' ORDER BY l.class_index, l.x_min, l.y_min, l.x_max,
-                                                                 l.y_max, l.attributes::text)
-                                    FROM labels AS l WHERE l.image_id = i.id)) AS line
-                  FROM images AS i
+                                 coalesce(string_agg(concat_ws(',', l.class_index, l.x_min, l.y_min, l.x_max,
+                                                               l.y_max, l.attributes::text),
+                                                     ';' ORDER BY l.class_index, l.x_min, l.y_min, l.x_max,
+                                                                  l.y_max, l.attributes::text), '')) AS line
+                  FROM images AS i LEFT JOIN labels AS l ON l.image_id = i.id
                  WHERE i.version_id = :version AND i.augmentation_id IS NULL
+                 GROUP BY i.id
               ) AS lines
             """
         ),
