@@ -99,7 +99,7 @@ def _is_id(value: object) -> bool:
     return (isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, str)
 
 
-def _finite(value: object) -> float | None:
+def json_number(value: object) -> float | None:
     """A JSON number as a finite float, else None (strings, booleans, NaN, Infinity are not numbers)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -110,7 +110,7 @@ def _finite(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _describe(value: object) -> str:
+def describe_json(value: object) -> str:
     if isinstance(value, _NonFinite):
         return value.literal
     text = (
@@ -164,7 +164,7 @@ def parse_instances(data: bytes, file: str) -> CocoInstances:
         label = str(ann_id) if _is_id(ann_id) else f"annotations[{position}]"
         entry = by_id.get(ann.get("image_id")) if _is_id(ann.get("image_id")) else None
         if entry is None:
-            shown = _describe(ann.get("image_id"))
+            shown = describe_json(ann.get("image_id"))
             report(
                 "coco.dangling_image_id",
                 f"image_id {shown} is not in `images`; add it or drop the box",
@@ -175,7 +175,7 @@ def parse_instances(data: bytes, file: str) -> CocoInstances:
 
         charge = partial(_charge, entry, file, label)
         if not _is_id(ann_id):
-            charge("coco.annotation_id_invalid", f"annotation id {_describe(ann_id)} must be an integer")
+            charge("coco.annotation_id_invalid", f"annotation id {describe_json(ann_id)} must be an integer")
         elif ann_id in seen_annotations:
             charge("coco.duplicate_annotation_id", f"annotation id {ann_id} is used more than once")
         else:
@@ -183,7 +183,9 @@ def parse_instances(data: bytes, file: str) -> CocoInstances:
         category = ann.get("category_id")
         class_index = category_index.get(category) if _is_id(category) else None
         if class_index is None:
-            charge("coco.dangling_category_id", f"category_id {_describe(category)} is not in `categories`")
+            charge(
+                "coco.dangling_category_id", f"category_id {describe_json(category)} is not in `categories`"
+            )
             continue
         coords = _read_bbox(ann.get("bbox"), charge)
         if coords is None:
@@ -227,7 +229,7 @@ def _read_categories(raw: list[object], report: _Report) -> tuple[list[str], lis
         if supercategory is not None and not isinstance(supercategory, str):
             report(
                 "coco.supercategory_invalid",
-                f"category {cid} has supercategory {_describe(supercategory)}, not a string; it is left empty",
+                f"category {cid} has supercategory {describe_json(supercategory)}, not a string; it is left empty",
                 Severity.WARNING,
             )
         supercategories[cid] = supercategory.strip() if isinstance(supercategory, str) else ""
@@ -310,14 +312,14 @@ def _read_size(image: dict[str, object], entry: CocoImageEntry, file: str) -> tu
             Issue(Severity.WARNING, "coco.image_size_missing", file, f"image {entry.id} has no width/height")
         )
         return None, None
-    sizes = [_finite(width), _finite(height)]
+    sizes = [json_number(width), json_number(height)]
     if any(v is None or v <= 0 or not v.is_integer() for v in sizes):
         entry.issues.append(
             Issue(
                 Severity.ERROR,
                 "coco.image_size_invalid",
                 file,
-                f"image {entry.id} has width {_describe(width)} and height {_describe(height)}; "
+                f"image {entry.id} has width {describe_json(width)} and height {describe_json(height)}; "
                 "both must be whole numbers above 0",
             )
         )
@@ -327,7 +329,7 @@ def _read_size(image: dict[str, object], entry: CocoImageEntry, file: str) -> tu
 
 def _read_bbox(bbox: object, charge: _Report) -> tuple[float, float, float, float] | None:
     if not isinstance(bbox, list):
-        charge("coco.bbox_not_list", f"bbox {_describe(bbox)} must be a list [x, y, width, height]")
+        charge("coco.bbox_not_list", f"bbox {describe_json(bbox)} must be a list [x, y, width, height]")
         return None
     if len(bbox) != 4:
         charge("coco.bbox_length", f"bbox has {len(bbox)} numbers, expected 4: [x, y, width, height]")
@@ -335,9 +337,9 @@ def _read_bbox(bbox: object, charge: _Report) -> tuple[float, float, float, floa
     if any(isinstance(v, _NonFinite) or (isinstance(v, float) and not math.isfinite(v)) for v in bbox):
         charge("coco.not_finite", "bbox holds NaN or Infinity; write finite numbers")
         return None
-    values = [_finite(v) for v in bbox]
+    values = [json_number(v) for v in bbox]
     if any(v is None for v in values):
-        shown = ", ".join(_describe(v) for v in bbox)
+        shown = ", ".join(describe_json(v) for v in bbox)
         charge("coco.bbox_not_numeric", f"bbox [{shown}] must hold four numbers")
         return None
     x, y, w, h = (v or 0.0 for v in values)
@@ -363,19 +365,21 @@ def _read_attributes(ann: dict[str, object], charge: _Report) -> dict[str, Attri
         crowd = int(crowd)
     if not isinstance(crowd, int) or crowd not in (0, 1):
         charge(
-            "coco.iscrowd_invalid", f"iscrowd {_describe(crowd)} must be 0 or 1; 0 is used", Severity.WARNING
+            "coco.iscrowd_invalid",
+            f"iscrowd {describe_json(crowd)} must be 0 or 1; 0 is used",
+            Severity.WARNING,
         )
         crowd = 0
     attributes["iscrowd"] = crowd
     area = ann.get("area")
     if area is not None:
-        value = _finite(area)
+        value = json_number(area)
         if value is not None and value >= 0:
             attributes["area"] = value
         else:
             charge(
                 "coco.area_invalid",
-                f"area {_describe(area)} must be a number of at least 0; the box's own area is used",
+                f"area {describe_json(area)} must be a number of at least 0; the box's own area is used",
                 Severity.WARNING,
             )
     segmentation = ann.get(SEGMENTATION)
@@ -397,7 +401,7 @@ def _segmentation_problem(value: object) -> str | None:
     points) or an RLE object (`counts` as a string or list of run lengths, `size` as [height, width])."""
     if isinstance(value, list):
         for number, polygon in enumerate(value, start=1):
-            if not isinstance(polygon, list) or any(_finite(v) is None for v in polygon):
+            if not isinstance(polygon, list) or any(json_number(v) is None for v in polygon):
                 return f"polygon {number} must be a list of finite numbers"
             if len(polygon) < 6 or len(polygon) % 2:
                 return (
@@ -407,11 +411,11 @@ def _segmentation_problem(value: object) -> str | None:
     if isinstance(value, dict):
         counts, size = value.get("counts"), value.get("size")
         if not (isinstance(size, list) and len(size) == 2 and all(_is_count(v) for v in size)):
-            return f"RLE size {_describe(size)} must be [height, width]"
+            return f"RLE size {describe_json(size)} must be [height, width]"
         if not (isinstance(counts, str) or (isinstance(counts, list) and all(_is_count(v) for v in counts))):
             return "RLE counts must be a string or a list of run lengths"
         return None
-    return f"{_describe(value)} is neither a list of polygons nor an RLE object"
+    return f"{describe_json(value)} is neither a list of polygons nor an RLE object"
 
 
 def _is_count(value: object) -> bool:
@@ -696,7 +700,7 @@ def render(dataset: CanonicalDataset) -> RenderedDataset:
                     "image_id": image_id,
                     "category_id": ids[box.class_index],
                     "bbox": [float(box.x_min), float(box.y_min), float(box.width), float(box.height)],
-                    "area": float(area) if _finite(area) is not None else float(box.width * box.height),
+                    "area": float(area) if json_number(area) is not None else float(box.width * box.height),
                     "iscrowd": int(bool(box.attributes.get("iscrowd", 0))),
                     "segmentation": segmentation if segmentation is not None else [],
                 }

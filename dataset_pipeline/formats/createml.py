@@ -9,7 +9,6 @@ issues name the entry (`image a.jpg, annotation 2`, counted from 1) as COCO's na
 
 from __future__ import annotations
 
-import math
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from dataset_pipeline.domain.model import (
     SourceBox,
     SourceImage,
 )
-from dataset_pipeline.formats.coco import load_json
+from dataset_pipeline.formats.coco import describe_json, json_number, load_json
 from dataset_pipeline.formats.common import (
     CodedParseError,
     error_issue,
@@ -72,27 +71,6 @@ class CreateMLFile:
     issues: list[Issue]
 
 
-def _number(value: object) -> float | None:
-    """A JSON number as a finite float, else None (booleans, strings and NaN/Infinity markers are not)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _shown(value: object) -> str:
-    literal = getattr(value, "literal", None)  # load_json's stand-in for NaN / Infinity
-    if isinstance(literal, str):
-        return literal
-    text = (
-        repr(value) if isinstance(value, str | int | float | bool) or value is None else type(value).__name__
-    )
-    return text if len(text) <= 40 else text[:40] + "..."
-
-
 def parse_annotations(data: bytes, file: str) -> CreateMLFile:
     """Parse one CreateML JSON; raises `LabelParseError` only when it is not JSON or not a list at all."""
     try:
@@ -130,7 +108,7 @@ def parse_annotations(data: bytes, file: str) -> CreateMLFile:
                     Severity.ERROR,
                     "createml.annotations_invalid",
                     file,
-                    f"`annotations` of {entry.image[:100]} is {_shown(annotations)}, not a list; "
+                    f"`annotations` of {entry.image[:100]} is {describe_json(annotations)}, not a list; "
                     "write [] for an image without objects",
                     annotation_id=entry.annotation_id,
                 )
@@ -147,23 +125,24 @@ def _read_box(annotation: object, annotation_id: str, file: str, entry: CreateML
 
     if not isinstance(annotation, dict):
         report(
-            "createml.annotation_invalid", f"is {_shown(annotation)}, not an object with label/coordinates"
+            "createml.annotation_invalid",
+            f"is {describe_json(annotation)}, not an object with label/coordinates",
         )
         return
     label = annotation.get("label")
     if not isinstance(label, str) or not label.strip():
-        report("createml.label_missing", f"label {_shown(label)} must be a class name")
+        report("createml.label_missing", f"label {describe_json(label)} must be a class name")
         return
     coordinates = annotation.get("coordinates")
     if not isinstance(coordinates, dict):
         report(
             "createml.coordinates_invalid",
-            f"coordinates {_shown(coordinates)} must be an object with x, y, width, height",
+            f"coordinates {describe_json(coordinates)} must be an object with x, y, width, height",
         )
         return
-    values = [_number(coordinates.get(key)) for key in _COORDINATES]
+    values = [json_number(coordinates.get(key)) for key in _COORDINATES]
     bad = [
-        f"{key} {_shown(coordinates.get(key))}"
+        f"{key} {describe_json(coordinates.get(key))}"
         for key, v in zip(_COORDINATES, values, strict=True)
         if v is None
     ]
