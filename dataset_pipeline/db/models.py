@@ -19,6 +19,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -216,6 +217,8 @@ class Image(Base):
         ),
         Index("ix_images_dataset_sha256", "dataset_id", "sha256"),
         Index("ix_images_source_image", "source_image_id"),
+        # What a box's one foreign key points at: its image, of its version and dataset.
+        UniqueConstraint("id", "version_id", "dataset_id", name="uq_images_id_version_dataset"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -248,12 +251,20 @@ class Label(Base):
     __table_args__ = (
         Index("ix_labels_version_class", "version_id", "class_index"),
         Index("ix_labels_image", "image_id"),
+        # One check per box instead of three (image, version, dataset), and it also proves the box's version
+        # and dataset are its image's; deleting a version or dataset reaches the boxes through their images.
+        ForeignKeyConstraint(
+            ["image_id", "version_id", "dataset_id"],
+            ["images.id", "images.version_id", "images.dataset_id"],
+            ondelete="CASCADE",
+            name="fk_labels_image_version_dataset",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
-    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"))
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    dataset_id: Mapped[int] = mapped_column(BigInteger)
+    version_id: Mapped[int] = mapped_column(BigInteger)
+    image_id: Mapped[int] = mapped_column(BigInteger)
     class_index: Mapped[int] = mapped_column(Integer)
     x_min: Mapped[float] = mapped_column(Float)
     y_min: Mapped[float] = mapped_column(Float)

@@ -138,3 +138,33 @@ def test_a_database_at_0002_upgrades_with_its_rows_intact_and_nothing_declared(o
             assert compare_metadata(context, Base.metadata) == []
     finally:
         database.dispose()
+
+
+def test_after_0003_a_box_has_one_foreign_key_that_ties_it_to_its_images_version(old_url):
+    versions = _write_previous_head_rows(old_url)
+    database = Database(old_url)
+    try:
+        database.migrate()
+        engine = database.engine
+        with engine.connect() as connection:
+            keys = sa.inspect(connection).get_foreign_keys("labels")
+            image_id, dataset_id = connection.execute(
+                sa.text("SELECT id, dataset_id FROM images WHERE version_id = :v"), {"v": versions["coco"]}
+            ).one()
+        assert [(k["constrained_columns"], k["referred_table"]) for k in keys] == [
+            (["image_id", "version_id", "dataset_id"], "images")
+        ]
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:  # claims the VOC version
+            connection.execute(
+                sa.text(
+                    "INSERT INTO labels (dataset_id, version_id, image_id, class_index, x_min, y_min, "
+                    "x_max, y_max, attributes) VALUES (:d, :v, :i, 0, 0, 0, 1, 1, '{}')"
+                ),
+                {"d": dataset_id, "v": versions["voc"], "i": image_id},
+            )
+        with engine.begin() as connection:  # deleting a version still takes its boxes, through its images
+            connection.execute(sa.text("DELETE FROM dataset_versions WHERE id = :v"), {"v": versions["coco"]})
+            remaining = connection.execute(sa.text("SELECT version_id FROM labels")).scalars().all()
+        assert remaining == [versions["voc"]]
+    finally:
+        database.dispose()
