@@ -129,7 +129,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(
                 f"{dataset.id:>4}  {dataset.partition_key:40s} {user}/{project}  {dataset.status:10s} {version:9s} "
                 f"images={summary.get('images', '-')} usable={summary.get('usable_images', '-')} "
-                f"quarantined={summary.get('quarantined', '-')}"
+                f"quarantined={summary.get('quarantined', '-')} "
+                f"errors={summary.get('by_severity', {}).get('error', '-')}"
             )
             if dataset.status_reason:
                 print(f"      reason: {dataset.status_reason}")
@@ -322,6 +323,52 @@ def _cmd_diff(args: argparse.Namespace) -> int:
                 )
         diff = diff_versions(load_version_content(session, old), load_version_content(session, new))
     print(json.dumps(diff.to_json(), indent=2) if args.json else diff.markdown())
+    return EXIT_OK
+
+
+REPORT_COLUMNS = ("severity", "code", "file", "line", "annotation_id", "image", "message")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    """A version's validation report in the terminal (or as CSV): what a run's metadata shows only in part."""
+    import csv
+
+    from dataset_pipeline.db import repository
+
+    with _open_database() as database, database.session() as session:
+        found = _dataset_and_version(session, args.dataset, args.version)
+        if isinstance(found, int):
+            return found
+        dataset, version = found
+        verdict = repository.validation_of(session, version.id)
+        if verdict is None:
+            print(
+                f"error: version {version.number} of dataset {dataset.partition_key} is not validated yet; "
+                "materialise validated_dataset for it (the inbox sensor's run does)",
+                file=sys.stderr,
+            )
+            return EXIT_NOT_FOUND
+        findings = [
+            f for f in repository.findings_of(session, version.id) if args.severity in (None, f.severity)
+        ]
+    if args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(REPORT_COLUMNS)
+        for f in findings:
+            writer.writerow((f.severity, f.code, f.file, f.line, f.annotation_id, f.image_path, f.message))
+        return EXIT_OK
+    summary = verdict.summary or {}
+    state = "passed" if verdict.passed else f"failed: {verdict.reason or 'no reason recorded'}"
+    print(
+        f"{dataset.partition_key} v{version.number}: {state}; images={summary.get('images', '-')} "
+        f"usable={summary.get('usable_images', '-')} quarantined={summary.get('quarantined', '-')}"
+    )
+    counts = summary.get("by_severity", {})
+    print("findings: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("error", "warning", "info")))
+    for f in findings:
+        where = f.file + (f":{f.line}" if f.line is not None else "")
+        where += f" (annotation {f.annotation_id})" if f.annotation_id is not None else ""
+        print(f"{f.severity:7s}  {f.code:28s}  {where or '(dataset)'}  {f.message}")
     return EXIT_OK
 
 
@@ -584,6 +631,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--yes", action="store_true", help="really delete (default: dry run)")
     prune.set_defaults(handler=_cmd_prune)
+
+    report = sub.add_parser(
+        "report",
+        help="a version's validation report: severity, code, file, line, message (--csv for a file)",
+        description="Print every finding of a version's validation, errors first. "
+        "Exit codes: 0 printed, 3 no such dataset or version, or not validated yet.",
+    )
+    report.add_argument("dataset", help="partition key (see `list`) or numeric dataset id")
+    report.add_argument("--version", type=_positive, help="version number (default: the newest)")
+    report.add_argument(
+        "--severity", choices=["error", "warning", "info"], help="only findings of this severity"
+    )
+    report.add_argument("--csv", action="store_true", help="write CSV to standard output instead")
+    report.set_defaults(handler=_cmd_report)
 
     project = sub.add_parser(
         "project",

@@ -454,3 +454,44 @@ def test_prune_of_an_unknown_dataset_or_without_keep(built: Built, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["prune", KEY])
     assert exit_info.value.code == cli.EXIT_USAGE
+
+
+def test_report_prints_every_finding_of_a_version_errors_first_and_as_csv(built: Built, db: Database, capsys):
+    import csv
+    import io
+
+    from dataset_pipeline.db.models import DatasetVersion
+    from dataset_pipeline.domain.model import Issue, Severity
+
+    findings = [
+        Issue(Severity.WARNING, "stats.few_samples", "", "class 'bus' has 2 usable boxes"),
+        Issue(
+            Severity.ERROR,
+            "yolo.class_out_of_range",
+            "labels/d.txt",
+            "class 7 is not 0..1",
+            line=3,
+            image="images/d.jpg",
+        ),
+        Issue(Severity.ERROR, "coco.bbox_invalid", "a.json", "bbox, has 3 numbers", annotation_id="12"),
+    ]
+    with db.session() as session:
+        repository.add_findings(session, session.get(DatasetVersion, built.version_ids[1]), findings, "run1")
+
+    assert cli.main(["report", KEY, "--version", "1"]) == cli.EXIT_OK
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{KEY} v1: passed; images=4 usable=3 quarantined=1")
+    rows = out[2:]
+    assert [row.split()[0] for row in rows] == ["error", "error", "warning"]  # errors first
+    assert any("labels/d.txt:3" in row and "class 7 is not 0..1" in row for row in rows)
+    assert any("a.json (annotation 12)" in row for row in rows)
+    assert any("(dataset)" in row and "stats.few_samples" in row for row in rows)
+
+    assert cli.main(["report", KEY, "--version", "1", "--csv", "--severity", "error"]) == cli.EXIT_OK
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["code"], r["file"], r["line"], r["image"]) for r in table] == [
+        ("coco.bbox_invalid", "a.json", "", ""),
+        ("yolo.class_out_of_range", "labels/d.txt", "3", "images/d.jpg"),
+    ]
+    assert cli.main(["report", KEY, "--version", "9"]) == cli.EXIT_NOT_FOUND
+    assert cli.main(["report", "no-such-dataset"]) == cli.EXIT_NOT_FOUND
