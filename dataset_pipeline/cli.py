@@ -97,7 +97,12 @@ def _open_database() -> Iterator[Database]:
     from dataset_pipeline.embedded_postgres import resolve_database_url
     from dataset_pipeline.settings import Settings
 
-    url, embedded = resolve_database_url(Settings.from_env())
+    settings = Settings.from_env()
+    url, embedded = resolve_database_url(settings)
+    where = (
+        f"the embedded PostgreSQL in {settings.embedded_pgdata}" if embedded is not None else "DATABASE_URL"
+    )
+    print(f"using {where}, storage {settings.storage_root}", file=sys.stderr)
     database = Database(url)
     try:
         database.migrate()

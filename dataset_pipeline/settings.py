@@ -40,6 +40,25 @@ class Settings:
                 "ENVIRONMENT=production needs DATABASE_URL (postgresql+psycopg2://user:password@host:5432/db); "
                 "the embedded PostgreSQL is for development only."
             )
-        storage_root = Path(env.get("DATASET_STORAGE_ROOT", "").strip() or "storage").expanduser().resolve()
-        home = Path(env.get("DAGSTER_HOME", "").strip() or ".dagster_home").expanduser().resolve()
+        project = project_home(env)
+        storage_root = _path(env.get("DATASET_STORAGE_ROOT", ""), project / "storage")
+        home = _path(env.get("DAGSTER_HOME", ""), project / ".dagster_home")
         return cls(environment, database_url, storage_root, home)  # type: ignore[arg-type]
+
+
+def project_home(env: Mapping[str, str] | None = None) -> Path:
+    """The folder the defaults (`storage/`, `.dagster_home/`) live in, wherever a command is run from:
+    DATASET_PIPELINE_HOME, else the checkout this package is installed from (`make dev` installs it
+    editable), else the current directory."""
+    env = os.environ if env is None else env
+    if value := env.get("DATASET_PIPELINE_HOME", "").strip():
+        return Path(value).expanduser().resolve()
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "dataset_pipeline" / "settings.py").is_file():
+        return checkout
+    return Path.cwd().resolve()
+
+
+def _path(value: str, default: Path) -> Path:
+    """A path from the environment (relative to where the command runs, as typed), or the project's default."""
+    return Path(value.strip()).expanduser().resolve() if value.strip() else default

@@ -5,12 +5,26 @@ import pytest
 from dataset_pipeline.embedded_postgres import normalize_url, redact, with_search_path
 from dataset_pipeline.settings import ConfigurationError, Settings
 
+CHECKOUT = Path(__file__).resolve().parents[1]
+
 
 def test_development_is_the_default_and_needs_no_database_url():
     settings = Settings.from_env({})
     assert settings.environment == "development"
     assert settings.database_url is None
-    assert settings.storage_root == Path("storage").resolve()
+
+
+def test_the_defaults_are_the_checkouts_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a command run from elsewhere still finds the project's storage and instance
+    settings = Settings.from_env({})
+    assert (settings.storage_root, settings.home) == (CHECKOUT / "storage", CHECKOUT / ".dagster_home")
+    elsewhere = Settings.from_env({"DATASET_PIPELINE_HOME": str(tmp_path / "team")})
+    assert (elsewhere.storage_root, elsewhere.home) == (
+        tmp_path / "team/storage",
+        tmp_path / "team/.dagster_home",
+    )
+    typed = Settings.from_env({"DATASET_STORAGE_ROOT": "mine", "DAGSTER_HOME": str(tmp_path / "h")})
+    assert (typed.storage_root, typed.home) == (tmp_path / "mine", tmp_path / "h")  # as typed, here
 
 
 def test_production_refuses_to_start_without_database_url():
