@@ -364,12 +364,14 @@ def test_a_corrupt_dataset_stops_at_its_gate_and_neither_inbox_run_is_repeated(
         assert run["jobName"] == "process_dataset" and DROP_TAG in run["tags"], describe([run])
     assert len(dropped.quiet_ticks) == QUIET_TICKS and not any(t["runIds"] for t in dropped.quiet_ticks)
 
-    # the corrupt dataset's run failed on the blocking check usable_images, at validated_dataset
+    # the corrupt dataset's run failed on the blocking check usable_images, at validated_dataset (its
+    # non-blocking quarantine warning failed too, and stopped nothing by itself)
     assert dropped.corrupt_run["status"] == "FAILURE", describe([dropped.corrupt_run])
     events = run_events(server, dropped.corrupt_run["runId"])
     checks = [e["evaluation"] for e in events if e["__typename"] == "AssetCheckEvaluationEvent"]
     assert [(c["checkName"], c["success"], c["partition"], c["assetKey"]["path"]) for c in checks] == [
-        ("usable_images", False, dropped.corrupt, ["validated_dataset"])
+        ("usable_images", False, dropped.corrupt, ["validated_dataset"]),
+        ("quarantine", False, dropped.corrupt, ["validated_dataset"]),  # the warning, beside the gate
     ]
     failures = [e for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
     assert [e["stepKey"] for e in failures] == ["validated_dataset"], failures

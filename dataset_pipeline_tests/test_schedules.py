@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from PIL import Image as PILImage
 
 from dataset_pipeline.assets import ALL_ASSETS
-from dataset_pipeline.assets.validation import USABLE_CHECK
+from dataset_pipeline.assets.validation import QUARANTINE_CHECK, USABLE_CHECK
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
 from dataset_pipeline.definitions import defs
@@ -139,9 +139,11 @@ def test_an_unchanged_dataset_is_observed_and_writes_nothing_then_exports_again(
     assert metadata["revalidated"].value == "unchanged"
     assert metadata["version"].value == 1
     assert metadata["data_version"].value == content_hash
-    [check] = result.get_asset_check_evaluations()
-    assert check.check_name == USABLE_CHECK and check.passed == passed  # the stored verdict, not a new one
-    assert check.metadata["version"].value == 1
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    assert checks.keys() == {USABLE_CHECK, QUARANTINE_CHECK}
+    check = checks[USABLE_CHECK]
+    assert check.passed == passed  # the stored verdict, not a new one
+    assert check.metadata["version"].value == 1 and checks[QUARANTINE_CHECK].metadata["version"].value == 1
     assert dump_app_tables(db) == before  # not one row of any application table changed
 
     # Exporting again afterwards works on the same version and only adds its rows: nothing else moves.
@@ -208,7 +210,7 @@ def test_files_missing_or_changed_on_disk_make_a_new_version_that_turns_the_data
     assert not result.success  # the blocking check fails the run: the nightly run shows red for this dataset
     [event] = result.get_asset_materialization_events()  # changed: a new version downstream sees
     assert event.materialization.metadata["version"].value == 2
-    [check] = result.get_asset_check_evaluations()
+    check = next(c for c in result.get_asset_check_evaluations() if c.check_name == USABLE_CHECK)
     assert not check.passed  # the blocking check stops everything downstream
     assert check.metadata["version"].value == 2
 

@@ -44,6 +44,9 @@ from dataset_pipeline.resources.database import DatabaseResource
 from dataset_pipeline.resources.storage import LocalDatasetStorage
 
 USABLE_CHECK = "usable_images"
+QUARANTINE_CHECK = "quarantine"
+#: Quarantined images named in the quarantine check's metadata; `dataset-pipeline report` lists all problems.
+QUARANTINED_SHOWN = 10
 #: Findings listed in the materialisation's table; all of them are in `dataset_validations`.
 ISSUES_SHOWN = 200
 
@@ -82,7 +85,14 @@ class ValidationConfig(dg.Config):
             "validated_dataset",
             "Stops the graph for this dataset when nothing usable is left or too many images "
             "were quarantined or lost.",
-        )
+        ),
+        per_dataset_check(
+            QUARANTINE_CHECK,
+            "validated_dataset",
+            "Warns when any image of the dataset was quarantined, so a partial dataset is not a plain "
+            "success; it does not stop the graph.",
+            blocking=False,
+        ),
     ],
     retry_policy=TRANSIENT_ERROR_RETRY,
     description="Every label parsed into the canonical model and every image decoded; problems recorded with "
@@ -177,7 +187,7 @@ def _validate_new_version(
         decoded=len(fresh),
         checked_before=len(paths) - len(unchecked),
     )
-    yield _check_result(dataset, version, decision)
+    yield from _check_results(database, dataset, version, decision)
 
 
 def _carry_over(
@@ -290,7 +300,7 @@ def _carry_over(
             checked_before=copied - len(fresh),
             carried_over_from=parent.number,
         ),
-        _check_result(dataset, version, decision),
+        *_check_results(database, dataset, version, decision),
     ]
 
 
@@ -335,7 +345,7 @@ def _revalidate(
                 "data_version": verdict.content_hash,
             },
         )
-        yield _check_result(dataset, version, decision)
+        yield from _check_results(database, dataset, version, decision)
         return
 
     changed = sorted(issue.file for issue in drift if issue.code == FILE_CHANGED)
@@ -393,7 +403,7 @@ def _revalidate(
         )
     )
     yield _materialization(dataset, new, decision, record, content_hash, issues, markdown)
-    yield _check_result(dataset, new, decision)
+    yield from _check_results(database, dataset, new, decision)
 
 
 def _hashes_on_disk(root: Path, stored: list[repository.StoredImage]) -> tuple[dict[str, str], int]:
@@ -598,6 +608,35 @@ def _materialization(
         },
         data_version=dg.DataVersion(content_hash),
     )
+
+
+def _check_results(
+    database: DatabaseResource, dataset: Dataset, version: DatasetVersion, decision: GateDecision
+) -> list[dg.AssetCheckResult]:
+    """The gate (blocking) and the quarantine warning, both from the one decision."""
+    with database.session() as session:
+        first = (
+            repository.quarantined_paths(session, version.id, QUARANTINED_SHOWN)
+            if decision.quarantined
+            else []
+        )
+    quarantine = dg.AssetCheckResult(
+        check_name=QUARANTINE_CHECK,
+        passed=decision.quarantined == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            **version_metadata(dataset, version),
+            "quarantined": decision.quarantined,
+            "images": decision.images,
+            "first_quarantined": dg.MetadataValue.json(first),
+        },
+        description=None
+        if decision.quarantined == 0
+        else f"{decision.quarantined} of {decision.images} images of {dataset.partition_key} version "
+        f"{version.number} are quarantined and left out of training; `dataset-pipeline report "
+        f"{dataset.partition_key} --version {version.number}` lists why",
+    )
+    return [_check_result(dataset, version, decision), quarantine]
 
 
 def _check_result(dataset: Dataset, version: DatasetVersion, decision: GateDecision) -> dg.AssetCheckResult:

@@ -630,6 +630,18 @@ class StoredFacts:
     quarantined: bool
 
 
+def quarantined_paths(session: Session, version_id: int, limit: int) -> list[str]:
+    """The first quarantined original images of a version, by path."""
+    return list(
+        session.scalars(
+            sa.select(Image.relative_path)
+            .where(Image.version_id == version_id, Image.augmentation_id.is_(None), Image.quarantined)
+            .order_by(Image.relative_path)
+            .limit(limit)
+        )
+    )
+
+
 def image_ids(session: Session, version_id: int) -> dict[str, int]:
     """relative path -> id of every original image of a version."""
     return dict(

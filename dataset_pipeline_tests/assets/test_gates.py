@@ -99,3 +99,30 @@ def test_a_failed_gate_holds_its_dataset_back_while_another_passes(tmp_path, db,
     assert edit.success
     result = dg.evaluate_automation_conditions(defs=defs, instance=dagster_instance, cursor=cursor)
     assert _requested(result) == {name: {good_key} for name in AFTER_VALIDATION[1:]}  # one chained run
+
+
+def test_a_partly_quarantined_dataset_warns_but_goes_through_the_graph(
+    tmp_path, db, dagster_instance, resources
+):
+    from dataset_pipeline.assets.validation import QUARANTINE_CHECK
+
+    source = generate_dataset(tmp_path / "partial", n_images=10, fmt=DatasetFormat.YOLO, seed=33, zipped=True)
+    with zipfile.ZipFile(source) as original:
+        broken = sorted(name for name in original.namelist() if name.endswith(".jpg"))[:2]
+        upload = tmp_path / "partial-broken.zip"
+        with zipfile.ZipFile(upload, "w") as partial:
+            for name in original.namelist():
+                partial.writestr(name, b"not an image" * 10 if name in broken else original.read(name))
+    key, result = process_upload(
+        dagster_instance, upload, user="ann", project="gates", name="partial", resources=resources
+    )
+    assert result.success  # a warning, not a gate: the usable images are exported
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    warning = checks[QUARANTINE_CHECK]
+    assert not warning.passed and warning.severity == dg.AssetCheckSeverity.WARN
+    assert warning.metadata["quarantined"].value == 2
+    assert warning.metadata["first_quarantined"].value == broken
+    assert "dataset-pipeline report" in warning.description
+    with db.session() as session:
+        version = repository.version_of(session, repository.find_dataset(session, key))
+        assert {e.format for e in repository.exports_of(session, version.id)} == {"yolo", "coco", "voc"}
