@@ -370,10 +370,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     )
     counts = summary.get("by_severity", {})
     print("findings: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("error", "warning", "info")))
-    for f in findings:
-        where = f.file + (f":{f.line}" if f.line is not None else "")
-        where += f" (annotation {f.annotation_id})" if f.annotation_id is not None else ""
-        print(f"{f.severity:7s}  {f.code:28s}  {where or '(dataset)'}  {f.message}")
+    for finding in map(repository.issue_of, findings):
+        where = finding.location() or "(dataset)"
+        print(f"{finding.severity:7s}  {finding.code:28s}  {where}  {finding.message}")
     return EXIT_OK
 
 

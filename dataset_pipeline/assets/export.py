@@ -244,8 +244,9 @@ def dataset_export(
         )
     renamed = sum(
         1
-        for origin, image in zip(origins.values(), canonical.images, strict=True)
-        if Path(str(origin.get("original", ""))).name not in ("", image.file_name)
+        for image in canonical.images
+        if (original := origins[image.file_name].get("original"))
+        and Path(str(original)).name != image.file_name
     )
     metadata: dict[str, object] = {
         **version_metadata(dataset, version),

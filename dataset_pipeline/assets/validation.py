@@ -8,6 +8,7 @@ bytes changed; when nothing changed, no row is written, and when something did, 
 import dataclasses
 import os
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -259,12 +260,7 @@ def _carry_over(
         repository.copy_findings(
             session, parent, version, added, run_id, without_codes=DUPLICATE_CODES, without=outdated
         )
-        counts = repository.finding_counts(session, version.id)
-        summary = {
-            **verdict.summary,
-            "by_severity": {str(sev): sum(n for s, _, n in counts if s == str(sev)) for sev in Severity},
-            "by_code": dict(sorted(Counter({code: n for _, code, n in counts}).items())),
-        }
+        summary = {**verdict.summary, **_finding_counts(repository.finding_counts(session, version.id))}
         record = repository.Verdict(
             passed=verdict.passed,
             reason=verdict.reason,
@@ -540,8 +536,20 @@ def _mtime_ns(path: Path) -> int | None:
         return None
 
 
+def _finding_counts(findings: Iterable[tuple[str, str, int]]) -> dict:
+    """A summary's `by_severity` and `by_code`, from (severity, code, count) of the findings."""
+    by_severity: Counter[str] = Counter()
+    by_code: Counter[str] = Counter()
+    for severity, code, count in findings:
+        by_severity[severity] += count
+        by_code[code] += count
+    return {
+        "by_severity": {str(severity): by_severity.get(str(severity), 0) for severity in Severity},
+        "by_code": dict(sorted(by_code.items())),
+    }
+
+
 def _summary(decision: GateDecision, issues: list[Issue]) -> dict:
-    counts = Counter(str(issue.severity) for issue in issues)
     return {
         "images": decision.images,
         "usable_images": decision.usable,
@@ -550,8 +558,7 @@ def _summary(decision: GateDecision, issues: list[Issue]) -> dict:
         "error_share": decision.error_share,
         "max_error_share": decision.max_error_share,
         "policy": decision.policy,
-        "by_severity": {str(severity): counts.get(str(severity), 0) for severity in Severity},
-        "by_code": dict(sorted(Counter(issue.code for issue in issues).items())),
+        **_finding_counts((str(issue.severity), issue.code, 1) for issue in issues),
     }
 
 

@@ -565,18 +565,20 @@ def first_findings(session: Session, version_id: int, limit: int) -> list[Issue]
         .order_by(order, DatasetValidation.id)
         .limit(limit)
     )
-    return [
-        Issue(
-            Severity(row.severity),
-            row.code,
-            row.file,
-            row.message,
-            line=row.line,
-            annotation_id=row.annotation_id,
-            image=row.image_path,
-        )
-        for row in rows
-    ]
+    return [issue_of(row) for row in rows]
+
+
+def issue_of(row: DatasetValidation) -> Issue:
+    """A stored finding as the domain model has it (so it can say where it is with `Issue.location`)."""
+    return Issue(
+        Severity(row.severity),
+        row.code,
+        row.file,
+        row.message,
+        line=row.line,
+        annotation_id=row.annotation_id,
+        image=row.image_path,
+    )
 
 
 def findings_of(session: Session, version_id: int) -> list[DatasetValidation]:

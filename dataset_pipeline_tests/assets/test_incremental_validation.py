@@ -23,20 +23,20 @@ from dataset_pipeline.resources.storage import LocalDatasetStorage
 UPLOAD_ASSETS = [
     asset for asset in ALL_ASSETS if asset.key.to_user_string() in ("raw_upload", "validated_dataset")
 ]
-IMAGE_FIELDS = (
-    "relative_path",
-    "sha256",
-    "size_bytes",
-    "format",
-    "mode",
-    "width",
-    "height",
-    "exif_orientation",
-    "dhash",
-    "label_state",
-    "source_split",
-    "quarantined",
-    "source_id",
+#: Every column the two ways of validating must agree on: all but ids, the file's time and augmentation's.
+IMAGE_FIELDS = tuple(
+    column
+    for column in repository.IMAGE_COLUMNS
+    if column
+    not in (
+        "dataset_id",
+        "version_id",
+        "mtime_ns",
+        "is_augmented",
+        "augmentation_id",
+        "source_image_id",
+        "recipe",
+    )
 )
 
 
