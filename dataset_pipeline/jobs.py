@@ -39,7 +39,9 @@ EDIT_LABELS_EXAMPLE = {
                     {
                         "operation": "replace_boxes",
                         "image": "images/train/img_000003.jpg",
-                        "boxes": [{"class_name": "vehicle", "x_min": 10, "y_min": 20, "x_max": 110, "y_max": 90}],
+                        "boxes": [
+                            {"class_name": "vehicle", "x_min": 10, "y_min": 20, "x_max": 110, "y_max": 90}
+                        ],
                     },
                 ],
             }

@@ -35,3 +35,18 @@ def test_edit_labels_launchpad_opens_with_an_example_that_runs() -> None:
     assert sorted(edited.class_names) == ["pedestrian", "vehicle"]
     [replaced] = edited.images["images/train/img_000003.jpg"].boxes
     assert (edited.class_names[replaced.class_index], replaced.x_min, replaced.x_max) == ("vehicle", 10, 110)
+
+
+def test_every_stage_is_in_one_asset_group() -> None:
+    """Several one-asset groups make the lineage page open with collapsed boxes instead of the chain."""
+    groups = {spec.key.path[-1]: spec.group_name for spec in definitions.defs.resolve_all_asset_specs()}
+    assert set(groups) == {
+        "raw_upload",
+        "validated_dataset",
+        "labels",
+        "class_distribution",
+        "augmented_dataset",
+        "dataset_splits",
+        "dataset_export",
+    }
+    assert set(groups.values()) == {"dataset_pipeline"}

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from dataset_pipeline.assets.common import (
+    ASSET_GROUP,
     RERUN_WHEN_UPSTREAM_CHANGES,
     TRANSIENT_ERROR_RETRY,
     clean_up_interrupted_writes,
@@ -134,7 +135,7 @@ def staged_folder(folder: Path, staging_name: str) -> Iterator[Path]:
 @dg.asset(
     partitions_def=dataset_partitions,
     deps=[class_distribution],
-    group_name="augment",
+    group_name=ASSET_GROUP,
     kinds={"python", "postgres"},
     retry_policy=TRANSIENT_ERROR_RETRY,
     automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,

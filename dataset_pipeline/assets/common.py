@@ -20,6 +20,8 @@ from dataset_pipeline.resources.storage import disk_full_message, sweep_interrup
 
 #: Tag on every run the inbox sensor requests: which drop (path@size:mtime) it came from.
 DROP_TAG = "dataset_pipeline/drop"
+#: Every stage in one group, so the lineage page shows the whole chain left to right without expanding.
+ASSET_GROUP = "dataset_pipeline"
 
 #: A parent partition counts as updated only when neither the inbox sensor's whole-graph run (which builds
 #: this stage too, checked per partition from the new materialisations) nor a run that had this stage in its

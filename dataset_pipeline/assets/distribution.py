@@ -5,6 +5,7 @@ from typing import Any
 import dagster as dg
 
 from dataset_pipeline.assets.common import (
+    ASSET_GROUP,
     RERUN_WHEN_UPSTREAM_CHANGES,
     TRANSIENT_ERROR_RETRY,
     frame_table,
@@ -75,7 +76,7 @@ def distribution_metadata(report: DistributionReport, class_names: list[str]) ->
 @dg.asset(
     partitions_def=dataset_partitions,
     deps=[dg.AssetKey("labels")],
-    group_name="analyse",
+    group_name=ASSET_GROUP,
     kinds={"python", "postgres"},
     retry_policy=TRANSIENT_ERROR_RETRY,
     automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,

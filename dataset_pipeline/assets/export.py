@@ -15,6 +15,7 @@ from pydantic import Field
 from sqlalchemy.orm import Session
 
 from dataset_pipeline.assets.common import (
+    ASSET_GROUP,
     RERUN_WHEN_UPSTREAM_CHANGES,
     TRANSIENT_ERROR_RETRY,
     clean_up_interrupted_writes,
@@ -176,7 +177,7 @@ def class_table(canonical: CanonicalDataset) -> list[dict[str, object]]:
 @dg.asset(
     partitions_def=dataset_partitions,
     deps=[dataset_splits],
-    group_name="export",
+    group_name=ASSET_GROUP,
     kinds={"python", "postgres"},
     retry_policy=TRANSIENT_ERROR_RETRY,
     automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,

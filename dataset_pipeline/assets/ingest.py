@@ -9,6 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from dataset_pipeline.assets.common import (
+    ASSET_GROUP,
     TRANSIENT_ERROR_RETRY,
     clean_up_interrupted_writes,
     failing_clearly_when_disk_full,
@@ -120,7 +121,7 @@ def store_upload(
 
 @dg.asset(
     partitions_def=dataset_partitions,
-    group_name="ingest",
+    group_name=ASSET_GROUP,
     kinds={"python", "postgres"},
     output_required=False,
     retry_policy=TRANSIENT_ERROR_RETRY,

@@ -11,6 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from dataset_pipeline.assets.common import (
+    ASSET_GROUP,
     RERUN_WHEN_UPSTREAM_CHANGES,
     TRANSIENT_ERROR_RETRY,
     retry_transient_errors_only,
@@ -81,7 +82,7 @@ class LabelsConfig(dg.Config):
 @dg.asset(
     partitions_def=dataset_partitions,
     deps=[validated_dataset],
-    group_name="labels",
+    group_name=ASSET_GROUP,
     kinds={"python", "postgres"},
     check_specs=[
         per_dataset_check(

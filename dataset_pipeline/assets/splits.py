@@ -12,6 +12,7 @@ from pydantic import Field
 
 from dataset_pipeline.assets.augmentation import augmented_dataset
 from dataset_pipeline.assets.common import (
+    ASSET_GROUP,
     RERUN_WHEN_UPSTREAM_CHANGES,
     TRANSIENT_ERROR_RETRY,
     frame_table,
@@ -131,7 +132,7 @@ def split_metadata(result: SplitResult, report: dict[str, Any]) -> dict[str, Any
 @dg.asset(
     partitions_def=dataset_partitions,
     deps=[augmented_dataset],
-    group_name="split",
+    group_name=ASSET_GROUP,
     kinds={"python", "postgres"},
     retry_policy=TRANSIENT_ERROR_RETRY,
     automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,

@@ -16,6 +16,7 @@ import dagster as dg
 from pydantic import Field
 
 from dataset_pipeline.assets.common import (
+    ASSET_GROUP,
     TRANSIENT_ERROR_RETRY,
     current_version,
     progress_logger,
@@ -77,7 +78,7 @@ class ValidationConfig(dg.Config):
 @dg.asset(
     partitions_def=dataset_partitions,
     deps=[raw_upload],
-    group_name="validate",
+    group_name=ASSET_GROUP,
     kinds={"python", "postgres"},
     output_required=False,
     check_specs=[
