@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from dataset_pipeline.db.database import Database
     from dataset_pipeline.db.models import Dataset, DatasetVersion, VersionValidation
-    from dataset_pipeline.resources.storage import DatasetStorage
+    from dataset_pipeline.resources.storage import DatasetStorage, LocalDatasetStorage
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 
@@ -25,7 +25,9 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 def _cmd_dev(args: argparse.Namespace) -> int:
     from dataset_pipeline.devserver import drop_sample_on_first_start, run_dev
 
-    return run_dev(host=args.host, port=args.port, before_start=drop_sample_on_first_start)
+    return run_dev(
+        host=args.host, port=args.port, before_start=drop_sample_on_first_start, verbose=args.verbose
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -119,6 +121,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from dataset_pipeline.resources.storage import LocalDatasetStorage
 
     storage = LocalDatasetStorage()
+    if args.rejected:
+        return _print_rejected(storage)
     with _open_database() as database, database.session() as session:
         datasets = repository.list_datasets(session)
         if not datasets:
@@ -146,6 +150,21 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 print(f"      exports of v{newest.number}:")
             for export in exports:
                 print(f"        {export.format:5s} {_shown_path(storage, export.path)}")
+    return EXIT_OK
+
+
+def _print_rejected(storage: LocalDatasetStorage) -> int:
+    """Drops the sensor or a run moved to inbox/_rejected/, newest first, with the reason for each."""
+    import datetime as dt
+
+    rejected = storage.rejected_drops()
+    if not rejected:
+        print(f"no rejected drops in {storage.rejected_dir()}")
+    for drop in rejected:
+        when = dt.datetime.fromtimestamp(drop.rejected_at).astimezone().strftime("%Y-%m-%d %H:%M")
+        print(f"{when}  {drop.path}")
+        for line in drop.reason.splitlines():
+            print(f"      {line}")
     return EXIT_OK
 
 
@@ -569,6 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="start PostgreSQL (embedded unless DATABASE_URL) and the Dagster UI")
     dev.add_argument("--host", default=os.environ.get("DAGSTER_HOST", "127.0.0.1"))
     dev.add_argument("--port", type=int, default=int(os.environ.get("DAGSTER_PORT", "3000")))
+    dev.add_argument(
+        "--verbose", action="store_true", help="also show the daemon's line for every sensor tick"
+    )
     dev.set_defaults(handler=_cmd_dev)
 
     demo = sub.add_parser(
@@ -593,6 +615,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = sub.add_parser(
         "list", help="datasets with their versions, verdicts and the newest version's export paths"
+    )
+    listing.add_argument(
+        "--rejected",
+        action="store_true",
+        help="list the drops moved to inbox/_rejected/ instead, with the reason for each",
     )
     listing.set_defaults(handler=_cmd_list)
 

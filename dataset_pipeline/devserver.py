@@ -13,9 +13,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from dataset_pipeline.embedded_postgres import redact
 from dataset_pipeline.runtime import PROJECT_ROOT, Runtime, prepare_runtime
@@ -35,6 +37,20 @@ def stop_process_group(process: subprocess.Popen[bytes], grace: float = GRACE_SE
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # also reaps grandchildren that ignored SIGINT
     process.wait()
+
+
+#: The daemon says these on every sensor tick (every few seconds) whether or not anything happened; the
+#: console shows what happened instead (runs requested, launched, failed). `dev --verbose` keeps them.
+TICK_CHATTER = (b"Checking for new runs for sensor:", b"No run requests returned for ")
+
+
+def pass_output_through(source: BinaryIO, sink: BinaryIO, dropped: Iterable[bytes]) -> None:
+    """Copy the server's output line by line, leaving out lines that contain any of `dropped`."""
+    dropped = tuple(dropped)
+    for line in iter(source.readline, b""):
+        if not any(chatter in line for chatter in dropped):
+            sink.write(line)
+            sink.flush()
 
 
 SAMPLE_OWNER = ("demo", "samples")
@@ -70,7 +86,10 @@ def drop_sample_on_first_start(runtime: Runtime, n_images: int = 40) -> Path | N
 
 
 def run_dev(
-    host: str = "127.0.0.1", port: int = 3000, before_start: Callable[[Runtime], None] | None = None
+    host: str = "127.0.0.1",
+    port: int = 3000,
+    before_start: Callable[[Runtime], None] | None = None,
+    verbose: bool = False,
 ) -> int:
     runtime = prepare_runtime()
     print(f"dataset_pipeline: database {redact(runtime.database_url)}", flush=True)
@@ -93,6 +112,7 @@ def run_dev(
     env = {**os.environ, **runtime.environment()}
     stop_requested_at: list[float] = []
     started: list[subprocess.Popen[bytes]] = []
+    relay: threading.Thread | None = None
 
     def forward(signum: int, _frame: object) -> None:
         """Ctrl-C or SIGTERM: ask the server group to stop; a second one kills it. Only signals here: waiting
@@ -108,7 +128,25 @@ def run_dev(
     # ignored one (nohup, a background shell) would be inherited and the server could never be interrupted.
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        started.append(subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, start_new_session=True))
+        # Started in DAGSTER_HOME: `dagster dev` warns about any dagster.yaml in its working folder that is not
+        # DAGSTER_HOME's, which the repository's copy would be (prepare_runtime put that copy here).
+        started.append(
+            subprocess.Popen(
+                command,
+                env=env,
+                cwd=runtime.settings.home,
+                start_new_session=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        relay = threading.Thread(
+            target=pass_output_through,
+            args=(started[0].stdout, sys.stdout.buffer, () if verbose else TICK_CHATTER),
+            name="dagster-dev-output",
+            daemon=True,
+        )
+        relay.start()
         print(f"dataset_pipeline: Dagster UI on http://{host}:{port} (Ctrl-C stops everything)", flush=True)
         while started[0].poll() is None:
             if stop_requested_at and time.monotonic() - stop_requested_at[0] > GRACE_SECONDS:
@@ -119,6 +157,8 @@ def run_dev(
         if started:
             waited = time.monotonic() - stop_requested_at[0] if stop_requested_at else 0.0
             stop_process_group(started[0], grace=max(0.0, GRACE_SECONDS - waited))
+            if relay is not None:
+                relay.join(timeout=5)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         runtime.stop()

@@ -41,6 +41,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, storage: LocalDatasetStora
     scan = scan_inbox(inbox, page_after=cursor.page_after, max_entries=MAX_ENTRIES_PER_TICK)
     for problem in scan.problems:
         context.log.warning(problem)
+    rejected: list[str] = []
     for rejection in scan.rejections:
         try:
             moved = storage.reject_drop(inbox / rejection.relative_path, rejection.reason)
@@ -49,6 +50,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, storage: LocalDatasetStora
             continue
         if moved is not None:
             context.log.warning(f"rejected inbox/{rejection.relative_path}: {rejection.reason} (now {moved})")
+            rejected.append(f"inbox/{rejection.relative_path}: {rejection.reason}")
 
     plan = plan_tick(scan, cursor, max_requests=MAX_REQUESTS_PER_TICK)
     taken = set(context.instance.get_dynamic_partitions(dataset_partitions.name))
@@ -72,8 +74,11 @@ def inbox_sensor(context: dg.SensorEvaluationContext, storage: LocalDatasetStora
         )
     if plan.waiting:
         context.log.debug(f"{len(plan.waiting)} drop(s) still being written or waiting for the next tick")
+    # A tick that only rejected something shows why in the sensor's tick list, instead of a bare "skipped".
+    skip_reason = None if run_requests or not rejected else "rejected " + "; ".join(rejected)
     return dg.SensorResult(
         run_requests=run_requests,
+        skip_reason=skip_reason,
         dynamic_partitions_requests=[dataset_partitions.build_add_request(new_keys)] if new_keys else [],
         cursor=plan.cursor.to_json(),
     )

@@ -82,15 +82,9 @@ class DevServer:
     env: dict[str, str]
     process: subprocess.Popen[bytes]
     marker: str
+    home: Path
+    storage: Path
     survivors: list[int] = field(default_factory=list)
-
-    @property
-    def home(self) -> Path:
-        return self.folder / "home"
-
-    @property
-    def storage(self) -> Path:
-        return self.folder / "storage"
 
     @property
     def log(self) -> Path:
@@ -175,17 +169,25 @@ def running_dev_server(
     extra_env: dict[str, str] | None = None,
     *,
     started_with_sigint_ignored: bool = False,
+    as_project_home: bool = False,
 ) -> Iterator[DevServer]:
     """Start `dataset-pipeline dev` with its home and storage in `folder`; stop it (and check) on the way out.
 
     `started_with_sigint_ignored` starts it as nohup or a background shell would: Ctrl-C must still work.
+    `as_project_home` sets only DATASET_PIPELINE_HOME=folder, so the defaults `storage/` and `.dagster_home/`
+    under it are used, as in a checkout (else DAGSTER_HOME and DATASET_STORAGE_ROOT are set explicitly).
     """
     folder.mkdir(parents=True, exist_ok=True)
     marker = uuid.uuid4().hex
+    if as_project_home:
+        home, storage = folder / ".dagster_home", folder / "storage"
+        locations = {"DATASET_PIPELINE_HOME": str(folder)}
+    else:
+        home, storage = folder / "home", folder / "storage"
+        locations = {"DAGSTER_HOME": str(home), "DATASET_STORAGE_ROOT": str(storage)}
     env = {
-        **os.environ,
-        "DAGSTER_HOME": str(folder / "home"),
-        "DATASET_STORAGE_ROOT": str(folder / "storage"),
+        **{k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "DATASET_STORAGE_ROOT")},
+        **locations,
         "INBOX_SENSOR_INTERVAL_SECONDS": "2",
         MARKER: marker,
         **(extra_env or {}),
@@ -205,7 +207,9 @@ def running_dev_server(
             if started_with_sigint_ignored
             else None,
         )
-    server = DevServer(folder=folder, port=port, env=env, process=process, marker=marker)
+    server = DevServer(
+        folder=folder, port=port, env=env, process=process, marker=marker, home=home, storage=storage
+    )
     try:
         yield server
     finally:

@@ -105,3 +105,24 @@ def test_make_demo_runs_the_whole_graph_and_prints_the_summary_and_exports(tmp_p
     ]
     assert len(paths) == 3 and all(path.is_file() and path.suffix == ".zip" for path in paths)
     assert all(path.is_relative_to(tmp_path / "storage") for path in paths)
+
+
+def test_list_rejected_prints_each_rejected_drop_with_its_reason(tmp_path, monkeypatch, capsys):
+    storage_root = tmp_path / "storage"
+    monkeypatch.setenv("DATASET_STORAGE_ROOT", str(storage_root))
+    storage = LocalDatasetStorage(root=str(storage_root))
+    assert cli.main(["list", "--rejected"]) == cli.EXIT_OK
+    assert "no rejected drops" in capsys.readouterr().out
+
+    for name, reason in (("bad name.zip", "dataset name 'bad name' is not allowed"), ("x.rar", "not a zip")):
+        drop = storage.inbox_dir() / "ann" / "cars" / name
+        drop.parent.mkdir(parents=True, exist_ok=True)
+        drop.write_bytes(b"whatever")
+        storage.reject_drop(drop, f"{reason}\nsecond line")
+
+    assert cli.main(["list", "--rejected"]) == cli.EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    paths = [line.split("  ", 1)[1] for line in lines if not line.startswith(" ")]
+    assert sorted(paths) == sorted(str(storage.rejected_dir() / name) for name in ("bad name.zip", "x.rar"))
+    assert "      not a zip" in lines and "      dataset name 'bad name' is not allowed" in lines
+    assert lines.count("      second line") == 2

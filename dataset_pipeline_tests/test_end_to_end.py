@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from dataset_pipeline.domain.model import DatasetFormat
 from dataset_pipeline.domain.synthetic import generate_dataset
 from dataset_pipeline.embedded_postgres import APP_DATABASE, ensure_database, start_embedded
 from dataset_pipeline_tests.databases import fresh_database
-from dataset_pipeline_tests.dev_server import running_dev_server
+from dataset_pipeline_tests.dev_server import CLI, running_dev_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.db]
 
@@ -24,6 +25,16 @@ SENSOR_QUERY = """
 { sensorsOrError(repositorySelector: {repositoryLocationName: "dataset_pipeline", repositoryName: "__repository__"}) {
     ... on Sensors { results { name sensorState { status } } } } }
 """
+
+
+EXPORT_QUERY = """
+query Export($partitions: [String!]) {
+  assetNodeOrError(assetKey: {path: ["dataset_export"]}) { ... on AssetNode { partitionKeys } }
+  assetOrError(assetKey: {path: ["dataset_export"]}) {
+    ... on Asset { assetMaterializations(partitions: $partitions, limit: 1) {
+      partition metadataEntries { label ... on PathMetadataEntry { path } } } }
+  }
+}"""
 
 
 def written_by_design(relative: Path) -> bool:
@@ -41,8 +52,21 @@ def external_database() -> Iterator[str | None]:
 
 
 def test_a_dropped_dataset_goes_through_the_graph_under_dagster_dev(tmp_path, external_database):
-    storage, home = tmp_path / "storage", tmp_path / "home"
-    with running_dev_server(tmp_path, external_database) as server:
+    """Started as in a checkout (only DATASET_PIPELINE_HOME); the CLI runs from an unrelated folder and must
+    find the same storage and database by itself."""
+    project = tmp_path / "project"
+    storage, home = project / "storage", project / ".dagster_home"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with running_dev_server(project, external_database, as_project_home=True) as server:
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            done = subprocess.run(
+                [*CLI, *args], cwd=elsewhere, env=server.env, capture_output=True, text=True, timeout=120
+            )
+            assert done.returncode == 0, f"dataset-pipeline {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+            return done
+
         server.wait_until_loaded()
         sensors = server.graphql(SENSOR_QUERY)["sensorsOrError"]["results"]
         assert {s["name"]: s["sensorState"]["status"] for s in sensors}["inbox_sensor"] == "RUNNING"
@@ -56,11 +80,11 @@ def test_a_dropped_dataset_goes_through_the_graph_under_dagster_dev(tmp_path, ex
             image_size=(160, 120),
             zipped=True,
         )
-        submitted = server.cli(
-            "submit", str(upload), "--user", "e2e", "--project", "cars", "--name", "trucks"
-        )
-        assert submitted.returncode == 0, submitted.stderr
+        cli("submit", str(upload), "--user", "e2e", "--project", "cars", "--name", "trucks")
         assert not list((storage / "inbox").rglob("*.part"))
+        assert not (elsewhere / "storage").exists()
+        bad_drop = storage / "inbox" / "e2e" / "cars" / "bad name.zip"
+        bad_drop.write_bytes(upload.read_bytes())
 
         run_ids = {}
         for key in ("e2e-cars-trucks", "demo-samples-sample-yolo"):
@@ -76,11 +100,31 @@ def test_a_dropped_dataset_goes_through_the_graph_under_dagster_dev(tmp_path, ex
             assert [run["jobName"] for run in runs] == ["process_dataset"]  # automation adds no second run
             run_ids[key] = runs[0]["runId"]
 
-        listed = server.cli("list")
-        assert listed.returncode == 0, listed.stderr
-        assert "e2e-cars-trucks" in listed.stdout and "exported" in listed.stdout
-        assert not list((storage / "inbox" / "e2e").rglob("*.zip"))  # moved to the dataset's source/
+        # The CLI, from elsewhere, sees what the UI shows: the same partitions, each exported to the same zip
+        ui = server.graphql(EXPORT_QUERY, {"partitions": sorted(run_ids)})
+        [ui_zip] = [
+            entry["path"]
+            for entry in ui["assetOrError"]["assetMaterializations"][0]["metadataEntries"]
+            if entry["label"] == "coco_zip"
+        ]
+        listing = cli("list")
+        assert f"storage {storage}" in listing.stderr  # it says where it looks
+        listed = listing.stdout
+        listed_keys = sorted(line.split()[1] for line in listed.splitlines() if line[:4].strip().isdigit())
+        assert listed_keys == sorted(ui["assetNodeOrError"]["partitionKeys"]) == sorted(run_ids)
+        assert listed.count("exported") == 2 and ui_zip in listed
+        report = cli("report", "e2e-cars-trucks").stdout
+        assert "findings: 0 error" in report
+        cli("download", "e2e-cars-trucks", "--format", "coco", "-o", "trucks-coco.zip")
+        assert (elsewhere / "trucks-coco.zip").read_bytes() == Path(ui_zip).read_bytes()
+        rejected = cli("list", "--rejected").stdout
+        assert "bad name.zip" in rejected and "dataset name 'bad name' is not allowed" in rejected
+        assert not list((storage / "inbox" / "e2e").rglob("*.zip"))  # moved to source/ or _rejected/
+        assert sorted(p.name for p in elsewhere.iterdir()) == ["trucks-coco.zip"]
     assert server.process.returncode is not None
+    console = server.log.read_text(errors="replace")
+    assert "will not be used" not in console  # dagster dev found dagster.yaml where DAGSTER_HOME is
+    assert "Checking for new runs for sensor" not in console  # no line per sensor tick
     assert server.survivors == [], (
         f"processes outlived `dataset-pipeline dev`: {server.survivors}\n{server.log_tail()}"
     )

@@ -129,8 +129,19 @@ def test_bad_names_are_moved_to_rejected_with_the_reason_and_the_sensor_goes_on(
     assert "dataset name 'bad name' is not allowed" in (rejected / "bad name.zip.error.txt").read_text()
     assert not stray.exists() and "inbox/<user>/<project>/" in (rejected / "stray.zip.error.txt").read_text()
     assert good.exists()
+    # The tick requested nothing (the good drop waits a tick), so its skip reason says what was rejected
+    assert first.run_requests == []
+    assert (
+        f"inbox/{user}/cars/bad name.zip: dataset name 'bad name' is not allowed"
+        in first.skip_reason.skip_message
+    )
+    assert "inbox/stray.zip: " in first.skip_reason.skip_message
+    listed = {drop.path.name: drop.reason for drop in storage.rejected_drops()}
+    assert set(listed) >= {"bad name.zip", "stray.zip"}
+    assert "dataset name 'bad name' is not allowed" in listed["bad name.zip"]
     second = tick(dagster_instance, storage, first.cursor)
     assert [r.partition_key for r in second.run_requests] == [f"{user}-cars-good"]
+    assert second.skip_reason is None
 
 
 def test_a_tick_evaluated_twice_requests_nothing_twice(dagster_instance, storage, storage_root, user):

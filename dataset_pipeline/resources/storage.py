@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,6 +26,19 @@ from dataset_pipeline.settings import Settings
 
 #: Folder under the storage root that holds every file's bytes once, named by sha256.
 BLOBS_FOLDER = "blobs"
+
+
+#: What `reject_drop` writes beside a rejected entry: the reason, for people and for `list --rejected`.
+REJECTION_SUFFIX = ".error.txt"
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedDrop:
+    """An inbox entry moved to `inbox/_rejected/`: where it is now, why, and when it was moved."""
+
+    path: Path
+    reason: str
+    rejected_at: float
 
 
 class UnsafePathError(ValueError):
@@ -132,12 +146,23 @@ class LocalDatasetStorage(DatasetStorage):
         rejected = self.rejected_dir()
         target = rejected / drop.name
         counter = 1
-        while os.path.lexists(target) or os.path.lexists(f"{target}.error.txt"):
+        while os.path.lexists(target) or os.path.lexists(f"{target}{REJECTION_SUFFIX}"):
             counter += 1
             target = rejected / f"{drop.name}.{counter}"
         os.replace(drop, target)
-        self.write_bytes(target.with_name(target.name + ".error.txt"), (reason.rstrip() + "\n").encode())
+        self.write_bytes(target.with_name(target.name + REJECTION_SUFFIX), (reason.rstrip() + "\n").encode())
         return target
+
+    def rejected_drops(self) -> list[RejectedDrop]:
+        """Everything in `inbox/_rejected/`, newest first, each with the reason written beside it."""
+        rejected = self.rejected_dir()
+        found = []
+        for reason_file in rejected.glob(f"*{REJECTION_SUFFIX}"):
+            entry = reason_file.with_name(reason_file.name.removesuffix(REJECTION_SUFFIX))
+            with contextlib.suppress(OSError):  # a file removed by hand meanwhile is simply not listed
+                reason = reason_file.read_text(encoding="utf-8", errors="replace").strip()
+                found.append(RejectedDrop(entry, reason, reason_file.stat().st_mtime))
+        return sorted(found, key=lambda drop: (-drop.rejected_at, drop.path.name))
 
     def resolve(self, relative: str) -> Path:
         candidate = Path(relative)
