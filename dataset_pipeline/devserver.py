@@ -41,7 +41,11 @@ def stop_process_group(process: subprocess.Popen[bytes], grace: float = GRACE_SE
 
 #: The daemon says these on every sensor tick (every few seconds) whether or not anything happened; the
 #: console shows what happened instead (runs requested, launched, failed). `dev --verbose` keeps them.
-TICK_CHATTER = (b"Checking for new runs for sensor:", b"No run requests returned for ")
+TICK_CHATTER = (
+    b"Checking for new runs for sensor:",
+    b"No run requests returned for ",
+    b"skipped: Sensor function returned an empty result",
+)
 
 
 def pass_output_through(source: BinaryIO, sink: BinaryIO, dropped: Iterable[bytes]) -> None:

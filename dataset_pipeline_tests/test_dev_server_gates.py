@@ -376,7 +376,12 @@ def test_a_corrupt_dataset_stops_at_its_gate_and_neither_inbox_run_is_repeated(
     failures = [e for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
     assert [e["stepKey"] for e in failures] == ["validated_dataset"], failures
     message = failures[0]["error"]["message"]
-    assert "blocking asset check failed" in message and "validated_dataset: usable_images" in message, message
+    # one paragraph for people: which dataset, why, the first problems by file, and what to do
+    assert message.startswith(
+        f"dagster._core.definitions.events.Failure: Dataset {dropped.corrupt} version 1 "
+    )
+    assert "did not pass validation: " in message and "First problems: " in message, message
+    assert f"`dataset-pipeline report {dropped.corrupt} --version 1`" in message, message
     started = [e["stepKey"] for e in events if e["__typename"] == "ExecutionStepStartEvent"]
     assert started == ["raw_upload", "validated_dataset"], f"steps after the failed gate started: {started}"
 

@@ -125,6 +125,7 @@ def test_a_dropped_dataset_goes_through_the_graph_under_dagster_dev(tmp_path, ex
     console = server.log.read_text(errors="replace")
     assert "will not be used" not in console  # dagster dev found dagster.yaml where DAGSTER_HOME is
     assert "Checking for new runs for sensor" not in console  # no line per sensor tick
+    assert "Sensor function returned an empty result" not in console
     assert server.survivors == [], (
         f"processes outlived `dataset-pipeline dev`: {server.survivors}\n{server.log_tail()}"
     )

@@ -111,7 +111,7 @@ def store_upload(
                 report = extract_zip(kept_source, staging, limits)
             else:
                 report = copy_folder(kept_source, staging, limits)
-        detected = detect_format(staging)
+        detected = detect_format(staging, shown_as=source.name)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -219,7 +219,13 @@ def raw_upload(
             repository.set_status(session, session.get(Dataset, dataset_id), "failed", reason)
         if isinstance(error, dg.Failure):
             raise
-        raise dg.Failure(description=reason, allow_retries=False) from error
+        # The message is the whole story; the parser's own traceback would only repeat it
+        raise dg.Failure(
+            description=f"Dataset {partition_key}: {reason.rstrip('.')}. Nothing was validated. Fix the upload "
+            "and drop it into the inbox again (or `dataset-pipeline submit` it); the README's layout table "
+            "shows what each format needs.",
+            allow_retries=False,
+        ) from None
     with failing_clearly_when_disk_full(version_dir, f"storing the files of {partition_key}"):
         manifest = storage.intern_tree(version_dir / "files")
     reused = len(manifest) - len({sha for _, sha, _ in manifest})

@@ -51,6 +51,8 @@ QUARANTINE_CHECK = "quarantine"
 QUARANTINED_SHOWN = 10
 #: Findings listed in the materialisation's table; all of them are in `dataset_validations`.
 ISSUES_SHOWN = 200
+#: How many findings the message of a failed gate quotes; `dataset-pipeline report` prints them all.
+PROBLEMS_IN_FAILURE = 3
 
 
 class ValidationConfig(dg.Config):
@@ -114,9 +116,39 @@ def validated_dataset(
     root = storage.resolve(version.files_path)
     if verdict is None:
         origin = project_origin if config.voc_pixel_origin is None else config.voc_pixel_origin
-        yield from _validate_new_version(context, config, database, dataset, version, root, origin)
+        events = _validate_new_version(context, config, database, dataset, version, root, origin)
     else:
-        yield from _revalidate(context, config, database, dataset, version, verdict, root)
+        events = _revalidate(context, config, database, dataset, version, verdict, root)
+    gate: dg.AssetCheckResult | None = None
+    for event in events:
+        if isinstance(event, dg.AssetCheckResult) and event.check_name == USABLE_CHECK:
+            gate = event
+        yield event
+    if gate is not None and not gate.passed:
+        # Failed here rather than by Dagster's blocking-check error, whose message names only the check
+        raise _gate_failure(database, gate.metadata["dataset"].value, gate.metadata["version"].value)
+
+
+def _gate_failure(database: DatabaseResource, key: str, number: int) -> dg.Failure:
+    """What a user reads when the gate stops the graph: which dataset, why, the first problems by file and
+    line, and what to do."""
+    with database.session() as session:
+        dataset = repository.dataset_by_partition(session, key)
+        version = repository.version_of(session, dataset, number)
+        verdict = repository.validation_of(session, version.id)
+        first = [
+            repository.issue_of(row)
+            for row in repository.findings_of(session, version.id, PROBLEMS_IN_FAILURE)
+        ]
+    reason = (verdict.reason if verdict is not None else None) or "no reason recorded"
+    problems = "; ".join(f"{issue.location()}: {issue.message}" for issue in first)
+    return dg.Failure(
+        f"Dataset {key} version {number} did not pass validation: {reason.rstrip('.')}. "
+        + (f"First problems: {problems}. " if problems else "")
+        + "Fix the files and submit the dataset again, which makes a new version; "
+        f"`dataset-pipeline report {key} --version {number}` lists every problem by file and line.",
+        allow_retries=False,
+    )
 
 
 def _validate_new_version(

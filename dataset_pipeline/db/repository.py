@@ -581,14 +581,15 @@ def issue_of(row: DatasetValidation) -> Issue:
     )
 
 
-def findings_of(session: Session, version_id: int) -> list[DatasetValidation]:
-    """A version's validation report, errors first, then by file and line."""
+def findings_of(session: Session, version_id: int, limit: int | None = None) -> list[DatasetValidation]:
+    """A version's validation report, errors first, then by file and line (the first `limit` of it)."""
     order = sa.case({"error": 0, "warning": 1}, value=DatasetValidation.severity, else_=2)
     return list(
         session.scalars(
             sa.select(DatasetValidation)
             .where(DatasetValidation.version_id == version_id)
             .order_by(order, DatasetValidation.file, DatasetValidation.line, DatasetValidation.id)
+            .limit(limit)
         )
     )
 

@@ -87,9 +87,10 @@ def _detect_here(root: Path, files: list[str]) -> DatasetFormat | None:
     return None
 
 
-def locate_dataset(root: Path) -> tuple[Path, DatasetFormat]:
-    """The folder holding the dataset (`root` or a lone subfolder of it) and its format."""
-    name = root.resolve().name
+def locate_dataset(root: Path, shown_as: str | None = None) -> tuple[Path, DatasetFormat]:
+    """The folder holding the dataset (`root` or a lone subfolder of it) and its format; errors name the
+    upload `shown_as` (default: the folder's name)."""
+    name = shown_as or root.resolve().name
     if not root.is_dir():
         raise FormatDetectionError(f"{name}: is not a folder; nothing to read")
     files = list_files(root)
@@ -114,9 +115,9 @@ def locate_dataset(root: Path) -> tuple[Path, DatasetFormat]:
     )
 
 
-def detect_format(root: Path) -> DatasetFormat:
+def detect_format(root: Path, shown_as: str | None = None) -> DatasetFormat:
     """The format of the upload at `root`; raises `FormatDetectionError` saying what was looked for."""
-    return locate_dataset(root)[1]
+    return locate_dataset(root, shown_as)[1]
 
 
 def parse_dataset(
