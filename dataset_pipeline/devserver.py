@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import BinaryIO
 
@@ -114,6 +115,7 @@ def run_dev(
         str(PROJECT_ROOT / "workspace.yaml"),
     ]
     env = {**os.environ, **runtime.environment()}
+    previews = _start_preview_server(runtime.settings.storage_root, host, port, env)
     stop_requested_at: list[float] = []
     started: list[subprocess.Popen[bytes]] = []
     relay: threading.Thread | None = None
@@ -165,4 +167,28 @@ def run_dev(
                 relay.join(timeout=5)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if previews is not None:
+            previews.shutdown()
+            previews.server_close()
         runtime.stop()
+
+
+def _start_preview_server(
+    storage_root: Path, host: str, ui_port: int, env: dict[str, str]
+) -> ThreadingHTTPServer | None:
+    """Serve the charts on the UI's port + 1 (DATASET_PIPELINE_PREVIEW_PORT) and tell the runs where, via
+    DATASET_PIPELINE_PREVIEW_URL in `env`; without it the metadata shows the pictures' paths only."""
+    from dataset_pipeline.assets.pictures import PREVIEW_URL_VARIABLE
+    from dataset_pipeline.preview_server import serve_previews
+
+    port = int(env.get("DATASET_PIPELINE_PREVIEW_PORT") or ui_port + 1)
+    try:
+        server = serve_previews(storage_root, host, port)
+    except OSError as error:
+        print(f"dataset_pipeline: no chart previews in the UI: port {port} is taken ({error})", flush=True)
+        env.pop(PREVIEW_URL_VARIABLE, None)
+        return None
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    env.setdefault(PREVIEW_URL_VARIABLE, f"http://{shown_host}:{server.server_address[1]}")
+    print(f"dataset_pipeline: chart previews on {env[PREVIEW_URL_VARIABLE]}", flush=True)
+    return server

@@ -189,6 +189,7 @@ def running_dev_server(
         **{k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "DATASET_STORAGE_ROOT")},
         **locations,
         "INBOX_SENSOR_INTERVAL_SECONDS": "2",
+        "DATASET_PIPELINE_PREVIEW_PORT": str(free_port()),  # the UI's port + 1 may be taken here
         MARKER: marker,
         **(extra_env or {}),
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,15 @@ query Export($partitions: [String!]) {
   assetOrError(assetKey: {path: ["dataset_export"]}) {
     ... on Asset { assetMaterializations(partitions: $partitions, limit: 1) {
       partition metadataEntries { label ... on PathMetadataEntry { path } } } }
+  }
+}"""
+
+
+CHART_QUERY = """
+query Chart($partitions: [String!]) {
+  assetOrError(assetKey: {path: ["class_distribution"]}) {
+    ... on Asset { assetMaterializations(partitions: $partitions, limit: 1) {
+      metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } } }
   }
 }"""
 
@@ -113,6 +123,15 @@ def test_a_dropped_dataset_goes_through_the_graph_under_dagster_dev(tmp_path, ex
         listed_keys = sorted(line.split()[1] for line in listed.splitlines() if line[:4].strip().isdigit())
         assert listed_keys == sorted(ui["assetNodeOrError"]["partitionKeys"]) == sorted(run_ids)
         assert listed.count("exported") == 2 and ui_zip in listed
+        # The chart shows inline: short markdown whose image the preview server beside the UI serves
+        entries = server.graphql(CHART_QUERY, {"partitions": ["e2e-cars-trucks"]})["assetOrError"][
+            "assetMaterializations"
+        ][0]["metadataEntries"]
+        charts = {entry["label"]: entry.get("mdStr") for entry in entries}
+        assert len(charts["class_chart"]) < 1000 and "|" in charts["boxes_per_class"]
+        chart_url = charts["class_chart"].split("](", 1)[1].rstrip(")")
+        with urllib.request.urlopen(chart_url, timeout=10) as response:
+            assert response.read()[:8] == b"\x89PNG\r\n\x1a\n"
         report = cli("report", "e2e-cars-trucks").stdout
         assert "findings: 0 error" in report
         cli("download", "e2e-cars-trucks", "--format", "coco", "-o", "trucks-coco.zip")

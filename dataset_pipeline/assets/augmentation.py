@@ -22,13 +22,13 @@ from dataset_pipeline.assets.common import (
     TRANSIENT_ERROR_RETRY,
     clean_up_interrupted_writes,
     failing_clearly_when_disk_full,
-    png_markdown,
     progress_logger,
     retry_transient_errors_only,
     validated_version,
     version_metadata,
 )
 from dataset_pipeline.assets.distribution import class_distribution
+from dataset_pipeline.assets.pictures import picture_metadata
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
 from dataset_pipeline.domain.augmentation import (
@@ -186,7 +186,16 @@ def augmented_dataset(
         )
         repository.set_status(session, session.get(Dataset, dataset.id), "augmented")
 
+    samples = {"samples": sample_grid_png(made.samples, list(verdict.class_names))} if made.samples else {}
+    # The sample grid first: the UI lists metadata in this order, and the recipe JSON is long
     metadata: dict[str, Any] = {
+        **picture_metadata(
+            storage,
+            storage.version_dir(user, project, dataset.name, version.number),
+            "augmented_dataset",
+            run_id,
+            samples,
+        ),
         **version_metadata(dataset, version),
         "source_images": len({task.source_key for task in tasks}),
         "images_made": len(made.rows),
@@ -195,10 +204,6 @@ def augmented_dataset(
         "recipe": dg.MetadataValue.json(recipe_dict),
         "stored_at": dg.MetadataValue.path(str(folder)),
     }
-    if made.samples:
-        metadata["samples"] = dg.MetadataValue.md(
-            png_markdown(sample_grid_png(made.samples, list(verdict.class_names)), "samples")
-        )
     return dg.MaterializeResult(metadata=metadata)
 
 

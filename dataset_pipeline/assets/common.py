@@ -1,6 +1,5 @@
 """Small helpers every stage uses: finding the dataset and the version it works on, logging progress."""
 
-import base64
 import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
@@ -166,9 +165,9 @@ def progress_logger(context: dg.AssetExecutionContext, what: str) -> Callable[[i
     return report
 
 
-def png_markdown(png: bytes, alt: str) -> str:
-    """Embed a PNG in markdown metadata so the UI shows the picture inline."""
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+def rounded(value: float, digits: int = 3) -> float:
+    """A float as metadata shows it: the UI prints every digit (4.166666666666667)."""
+    return round(float(value), digits)
 
 
 _CASTS: dict[str, Callable[[object], object]] = {

@@ -9,23 +9,26 @@ from dataset_pipeline.assets.common import (
     RERUN_WHEN_UPSTREAM_CHANGES,
     TRANSIENT_ERROR_RETRY,
     frame_table,
-    png_markdown,
     retry_transient_errors_only,
+    rounded,
     validated_version,
     version_metadata,
 )
+from dataset_pipeline.assets.pictures import picture_metadata
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
 from dataset_pipeline.domain.statistics import (
     PER_CLASS_COLUMNS,
     DistributionReport,
     ImageBoxes,
+    class_bars_markdown,
     plot_box_size_histogram,
     plot_class_bars,
 )
 from dataset_pipeline.domain.statistics import class_distribution as compute_distribution
 from dataset_pipeline.partitions import dataset_partitions
 from dataset_pipeline.resources.database import DatabaseResource
+from dataset_pipeline.resources.storage import LocalDatasetStorage
 
 
 def _plain(value: object) -> object:
@@ -43,7 +46,7 @@ def distribution_rows(report: DistributionReport) -> list[dict[str, Any]]:
 
 
 def distribution_metadata(report: DistributionReport, class_names: list[str]) -> dict[str, Any]:
-    """Counts, the overall per-class table and the two charts a user looks at before training."""
+    """Counts and the overall per-class table (the asset puts the bars and charts before them)."""
     overall = report.per_class[report.per_class["split"] == "all"]
     table = frame_table(
         overall,
@@ -54,22 +57,15 @@ def distribution_metadata(report: DistributionReport, class_names: list[str]) ->
             "share": ("share", "float"),
         },
     )
-    charts = "\n\n".join(
-        [
-            png_markdown(plot_class_bars(report), "boxes per class"),
-            png_markdown(plot_box_size_histogram(report), "box sizes"),
-        ]
-    )
     return {
         "images": report.images,
         "boxes": report.boxes,
         "classes": len(class_names),
-        "imbalance_ratio": float(report.imbalance_ratio or 0.0),
+        "imbalance_ratio": rounded(report.imbalance_ratio or 0.0),
         "classes_without_boxes": ", ".join(report.empty_classes) or "none",
-        "objects_per_image_mean": float(report.objects_per_image.mean),
+        "objects_per_image_mean": rounded(report.objects_per_image.mean),
         "size_buckets": dg.MetadataValue.json(report.size_buckets),
         "distribution": table,
-        "charts": dg.MetadataValue.md(charts),
     }
 
 
@@ -83,9 +79,12 @@ def distribution_metadata(report: DistributionReport, class_names: list[str]) ->
     description="Per class: boxes, images, share, COCO size buckets, aspect ratios; per source split when present.",
 )
 @retry_transient_errors_only
-def class_distribution(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
+def class_distribution(
+    context: dg.AssetExecutionContext, database: DatabaseResource, storage: LocalDatasetStorage
+) -> dg.MaterializeResult:
     with database.session() as session:
         dataset, version, verdict = validated_version(session, context.partition_key)
+        user, project = repository.owner_of(session, dataset)
         class_names = list(verdict.class_names)
         images = repository.load_images(session, version.id)
     report = compute_distribution(
@@ -95,6 +94,19 @@ def class_distribution(context: dg.AssetExecutionContext, database: DatabaseReso
     with database.session() as session:
         repository.add_distribution(session, version, distribution_rows(report))
         repository.set_status(session, session.get(Dataset, dataset.id), "analysed")
+    charts = picture_metadata(
+        storage,
+        storage.version_dir(user, project, dataset.name, version.number),
+        "class_distribution",
+        context.run.run_id,
+        {"class_chart": plot_class_bars(report), "box_size_chart": plot_box_size_histogram(report)},
+    )
+    # What shows without a click comes first: the UI lists metadata in this order
     return dg.MaterializeResult(
-        metadata={**version_metadata(dataset, version), **distribution_metadata(report, class_names)}
+        metadata={
+            "boxes_per_class": dg.MetadataValue.md(class_bars_markdown(report)),
+            **charts,
+            **version_metadata(dataset, version),
+            **distribution_metadata(report, class_names),
+        }
     )

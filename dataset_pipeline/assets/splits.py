@@ -17,6 +17,7 @@ from dataset_pipeline.assets.common import (
     TRANSIENT_ERROR_RETRY,
     frame_table,
     retry_transient_errors_only,
+    rounded,
     validated_version,
     version_metadata,
 )
@@ -120,8 +121,8 @@ def split_metadata(result: SplitResult, report: dict[str, Any]) -> dict[str, Any
     return {
         **{f"images_{split}": count for split, count in result.images_per_split.items()},
         **{f"boxes_{split}": count for split, count in result.boxes_per_split.items()},
-        "label_distribution": float(metrics["label_distribution"]),
-        "random_label_distribution": float(baseline["label_distribution"]),
+        "label_distribution": rounded(metrics["label_distribution"], 4),
+        "random_label_distribution": rounded(baseline["label_distribution"], 4),
         "zero_folds": int(metrics["zero_folds"]),
         "dropped_augmented": len(result.dropped_augmented),
         "quality": dg.MetadataValue.md(comparison),

@@ -21,6 +21,7 @@ from dataset_pipeline.assets.common import (
     current_version,
     progress_logger,
     retry_transient_errors_only,
+    rounded,
     version_metadata,
 )
 from dataset_pipeline.assets.ingest import raw_upload
@@ -687,7 +688,7 @@ def _check_result(dataset: Dataset, version: DatasetVersion, decision: GateDecis
         metadata={
             **version_metadata(dataset, version),
             "usable_images": decision.usable,
-            "error_share": float(decision.error_share),
+            "error_share": rounded(decision.error_share),
         },
         description=None
         if decision.passed

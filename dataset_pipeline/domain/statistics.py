@@ -275,6 +275,28 @@ def _figure() -> tuple[Figure, Axes]:
     return figure, figure.add_subplot()
 
 
+def class_bars_markdown(report: DistributionReport, max_chars: int = 990, width: int = 16) -> str:
+    """Boxes per class as a markdown table with text bars, most boxes first, cut to `max_chars` (the UI
+    shows markdown inline only below 1,000 characters) with a last row saying how many classes are left out."""
+    overall = report.per_class[report.per_class["split"] == ALL]
+    rows = sorted(
+        zip(overall["class_name"], overall["boxes"].astype(int), overall["share"].astype(float), strict=True),
+        key=lambda row: (-row[1], row[0]),
+    )
+    most = max((boxes for _, boxes, _ in rows), default=0)
+    lines = ["| class | boxes | share |", "|:--|--:|:--|"]
+    for shown, (name, boxes, share) in enumerate(rows):
+        bar = "█" * round(width * boxes / most) if most else ""
+        line = f"| {name.replace('|', '¦')} | {boxes:,} | {bar} {share:.1%} |"
+        left = len(rows) - shown - 1
+        rest = f"| … {left} more {'class' if left == 1 else 'classes'} | | |" if left else ""
+        if len("\n".join([*lines, line, rest])) >= max_chars:
+            lines.append(f"| … {len(rows) - shown} more classes | | |")
+            break
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def plot_class_bars(report: DistributionReport) -> bytes:
     """Boxes per class as a PNG, stacked by split when the dataset has splits."""
     from matplotlib.ticker import MaxNLocator

@@ -26,6 +26,9 @@ from dataset_pipeline.settings import Settings
 
 #: Folder under the storage root that holds every file's bytes once, named by sha256.
 BLOBS_FOLDER = "blobs"
+#: Folder of a version holding the charts and sample grids its stages drew, the only files the preview
+#: server of `dataset-pipeline dev` serves.
+PREVIEWS_FOLDER = "previews"
 
 
 #: What `reject_drop` writes beside a rejected entry: the reason, for people and for `list --rejected`.

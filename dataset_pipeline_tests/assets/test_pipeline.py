@@ -235,3 +235,37 @@ def test_the_coco_export_loads_in_pycocotools_with_every_box_on_its_image(
         for got, want in zip(boxes, expected[stem], strict=True):
             assert got[0] == want[0]
             assert got[1:] == pytest.approx(want[1:], rel=1e-6, abs=1e-6)
+
+
+def test_pictures_come_first_as_files_and_the_event_log_holds_no_image_bytes(
+    tmp_path, db, dagster_instance, resources, storage_root, monkeypatch
+):
+    monkeypatch.setenv("DATASET_PIPELINE_PREVIEW_URL", "http://127.0.0.1:3001")
+    source = generate_dataset(tmp_path / "upload", n_images=12, fmt=DatasetFormat.YOLO, seed=5, zipped=True)
+    _, result = _run(dagster_instance, resources, source, name="pictures")
+    assert result.success
+
+    first_entries = {
+        "class_distribution": ["boxes_per_class", "class_chart", "class_chart_png", "box_size_chart"],
+        "augmented_dataset": ["samples", "samples_png"],
+    }
+    for asset, expected in first_entries.items():
+        [materialization] = result.asset_materializations_for_node(asset)
+        metadata = materialization.metadata
+        assert list(metadata)[: len(expected)] == expected, list(metadata)
+        for name in expected:
+            if name.endswith("_png"):
+                png = Path(metadata[name].value)
+                assert png.is_relative_to(storage_root / "ann" / "cars" / "pictures" / "v1" / "previews")
+                assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            else:  # shown inline by the UI only below 1,000 characters
+                assert len(metadata[name].value) < 1000, name
+
+    for event in result.all_events:
+        text = repr(event.event_specific_data)
+        assert "base64" not in text, f"image bytes in the event log: {event.event_type_value}"
+    for asset in ("validated_dataset", "class_distribution", "dataset_splits"):
+        for materialization in result.asset_materializations_for_node(asset):
+            for name, value in materialization.metadata.items():
+                if isinstance(value.value, float):
+                    assert value.value == round(value.value, 4), f"{asset}.{name} = {value.value}"

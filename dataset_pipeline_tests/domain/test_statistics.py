@@ -16,6 +16,7 @@ from dataset_pipeline.domain.statistics import (
     BoxArrays,
     DistributionReport,
     ImageBoxes,
+    class_bars_markdown,
     class_distribution,
     class_distribution_from_arrays,
     plot_box_size_histogram,
@@ -169,3 +170,26 @@ def test_charts_are_small_deterministic_pngs() -> None:
     assert bars == plot_class_bars(report)
     assert histogram == plot_box_size_histogram(report.box_areas)
     assert _png_size(plot_box_size_histogram(np.zeros(0))) == (800, 400)
+
+
+def test_class_bars_fit_the_inline_limit_most_boxes_first() -> None:
+    report = class_distribution(NAMES, small_dataset())
+    text = class_bars_markdown(report)
+    rows = [line.split(" | ") for line in text.splitlines()[2:]]
+    counts = {name.lstrip("| "): int(boxes.replace(",", "")) for name, boxes, _ in rows}
+    assert counts == dict(
+        zip(report.class_names, report.per_class.query("split == 'all'")["boxes"], strict=True)
+    )
+    assert list(counts.values()) == sorted(counts.values(), reverse=True)
+    assert "█" * 16 in rows[0][2]  # the most frequent class has the full bar
+
+
+def test_class_bars_of_many_classes_say_how_many_are_left_out() -> None:
+    names = [f"class_{i:02d}" for i in range(80)]
+    images = [ImageBoxes("train", [Box(i, 0, 0, 10, 10)] * (i + 1), 100, 100) for i in range(80)]
+    text = class_bars_markdown(class_distribution(names, images))
+    assert len(text) < 1000
+    lines = text.splitlines()
+    shown = lines[2:-1]
+    assert shown[0].startswith("| class_79 | 80 |") and shown[1].startswith("| class_78 | 79 |")
+    assert lines[-1] == f"| … {80 - len(shown)} more classes | | |"
