@@ -63,6 +63,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     user="demo",
                     project="samples",
                     name=f"sample-{args.format}-{args.seed}-{args.images}",
+                    launched_by="demo",
                 )
         database = Database(runtime.database_url)
         storage = LocalDatasetStorage()

@@ -4,6 +4,7 @@ the version commands on data written directly)."""
 import zipfile
 
 import pytest
+import sqlalchemy as sa
 
 from dataset_pipeline import cli
 from dataset_pipeline.domain.model import DatasetFormat
@@ -96,7 +97,17 @@ def test_make_demo_runs_the_whole_graph_and_prints_the_summary_and_exports(tmp_p
             text=True,
             timeout=600,
         )
+        engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+        with engine.connect() as connection:  # Dagster's own tables, in the same database
+            runs = connection.execute(
+                sa.text(
+                    "SELECT r.pipeline_name, t.value FROM dagster.runs r LEFT JOIN dagster.run_tags t "
+                    "ON t.run_id = r.run_id AND t.key = 'dataset_pipeline/launched_by'"
+                )
+            ).all()
+        engine.dispose()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert [tuple(run) for run in runs] == [("process_dataset", "demo")]  # a named job, not __ephemeral…
     assert "status exported" in done.stdout and "usable 12" in done.stdout
     paths = [
         Path(line.split()[1])
