@@ -7,6 +7,7 @@ then the embedded PostgreSQL, so nothing outlives the command.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -153,6 +155,9 @@ def run_dev(
             daemon=True,
         )
         relay.start()
+        threading.Thread(
+            target=show_automation_on, args=(host, port, started[0]), name="automation-badge", daemon=True
+        ).start()
         print(f"dataset_pipeline: Dagster UI on http://{host}:{port} (Ctrl-C stops everything)", flush=True)
         while started[0].poll() is None:
             if stop_requested_at and time.monotonic() - stop_requested_at[0] > GRACE_SECONDS:
@@ -171,6 +176,30 @@ def run_dev(
             previews.shutdown()
             previews.server_close()
         runtime.stop()
+
+
+AUTOMATION_ON = "mutation { setAutoMaterializePaused(paused: false) }"
+
+
+def show_automation_on(host: str, port: int, server: subprocess.Popen[bytes], timeout: float = 300) -> bool:
+    """Once the UI answers, tell it automation is on. The automation sensor runs by default and does the
+    work, but the job pages' badge reads an instance-wide switch of the pre-sensor daemon that starts "off";
+    flipping it changes nothing else (with sensors it gates no evaluation). Returns whether it was set."""
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    request = urllib.request.Request(
+        f"http://{shown_host}:{port}/graphql",
+        data=json.dumps({"query": AUTOMATION_ON}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answer = json.loads(response.read())
+            if answer.get("data", {}).get("setAutoMaterializePaused") is False:
+                return True
+        time.sleep(1)
+    return False
 
 
 def _start_preview_server(

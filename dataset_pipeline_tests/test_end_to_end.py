@@ -79,7 +79,17 @@ def test_a_dropped_dataset_goes_through_the_graph_under_dagster_dev(tmp_path, ex
 
         server.wait_until_loaded()
         sensors = server.graphql(SENSOR_QUERY)["sensorsOrError"]["results"]
-        assert {s["name"]: s["sensorState"]["status"] for s in sensors}["inbox_sensor"] == "RUNNING"
+        states = {s["name"]: s["sensorState"]["status"] for s in sensors}
+        assert states["inbox_sensor"] == states["dataset_automation"] == "RUNNING"
+        # ... and the job pages' "Auto-materialize" badge says so too
+        server.wait_for(
+            "automation shown as on",
+            lambda: (
+                server.graphql("{ instance { autoMaterializePaused } }")["instance"]["autoMaterializePaused"]
+                is False
+            ),
+            60,
+        )
 
         # First start on an empty storage: the sample dataset was dropped; then a user's own drop.
         upload = generate_dataset(
