@@ -16,7 +16,7 @@ export SAMPLE
 N ?= 2000
 FORMAT ?= yolo
 
-.PHONY: install readers dev test demo bench bench-scale lint format clean
+.PHONY: install readers dev test demo bench bench-scale screenshots lint format clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -51,6 +51,10 @@ bench: install
 
 bench-scale: install
 	$(BIN)/python -m dataset_pipeline.bench --scale $(if $(filter-out 2000,$(N)),1000 10000 50000 $(N),1000 10000 50000) --format $(FORMAT)
+
+# Pictures of the asset pages as a browser shows them, from a running `make dev` (needs Debian's chromium).
+screenshots: install
+	$(BIN)/python -m dataset_pipeline_tests.chromium http://127.0.0.1:$(DAGSTER_PORT) docs/screenshots
 
 lint: install
 	$(BIN)/ruff check dataset_pipeline dataset_pipeline_tests

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import urllib.request
 import zipfile
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from dataset_pipeline.domain.model import DatasetFormat
 from dataset_pipeline.domain.synthetic import generate_dataset
 from dataset_pipeline.embedded_postgres import APP_DATABASE, ensure_database, start_embedded
+from dataset_pipeline_tests.chromium import PICTURE_PAGES, chromium, rendered_dom
 from dataset_pipeline_tests.databases import fresh_database
 from dataset_pipeline_tests.dev_server import CLI, running_dev_server
 
@@ -228,3 +230,29 @@ def test_a_dropped_dataset_goes_through_the_graph_under_dagster_dev(tmp_path, ex
         for fmt in ("coco", "voc", "yolo")
     ]
     assert dagster_runs >= 2  # Dagster's own storage is in PostgreSQL too
+
+
+@pytest.mark.skipif(chromium() is None, reason="chromium is not installed (apt-get install chromium)")
+def test_the_charts_and_the_sample_grid_show_without_a_click(tmp_path, external_database):
+    """What a browser renders of the asset pages: the pictures as <img> elements (not behind "[Show
+    Markdown]"), each loading from the preview server."""
+    with running_dev_server(tmp_path, external_database) as server:
+        server.wait_until_loaded()
+        server.wait_for(
+            "the sample's run",
+            lambda: [r for r in server.runs() if r["status"] == "SUCCESS"],
+            300,
+        )
+        base = f"http://127.0.0.1:{server.port}"
+        for asset, pictures in (
+            ("class_distribution", ["class_chart", "box_size_chart"]),
+            ("augmented_dataset", ["samples"]),
+        ):
+            dom = rendered_dom(base + PICTURE_PAGES[asset])
+            sources = dict(re.findall(r'<img src="([^"]+)" alt="([a-z_]+)">', dom))
+            shown = {alt: src for src, alt in sources.items()}
+            assert set(pictures) <= set(shown), f"{asset} shows {sorted(shown)} inline"
+            for name in pictures:
+                assert shown[name].endswith(f"/{name}.preview.png"), shown[name]
+                with urllib.request.urlopen(shown[name], timeout=10) as response:
+                    assert response.read()[:8] == b"\x89PNG\r\n\x1a\n"

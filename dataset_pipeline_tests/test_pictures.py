@@ -4,7 +4,7 @@ the preview server, and that server serving previews and nothing else."""
 from __future__ import annotations
 
 import contextlib
-import struct
+import io
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,19 +15,23 @@ import pytest
 from dataset_pipeline.assets.pictures import (
     INLINE_MARKDOWN_LIMIT,
     PREVIEW_URL_VARIABLE,
+    PREVIEW_WIDTH_PX,
     picture_metadata,
 )
 from dataset_pipeline.preview_server import serve_previews
 from dataset_pipeline.resources.storage import LocalDatasetStorage
 from dataset_pipeline_tests.dev_server import free_port
 
-PNG = (
-    b"\x89PNG\r\n\x1a\n"
-    + struct.pack(">I", 13)
-    + b"IHDR"
-    + struct.pack(">II", 2, 1)
-    + b"\x08\x02\x00\x00\x00"
-)
+
+def _png(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+PNG = _png(2, 1)
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -66,8 +70,22 @@ def test_pictures_are_files_under_the_version_and_short_markdown_points_at_them(
     markdown = metadata["class_chart"].value
     assert len(markdown) < INLINE_MARKDOWN_LIMIT and "base64" not in markdown
     url = markdown.removeprefix("![class_chart](").removesuffix(")")
-    assert url == f"{preview_url}/ann/cars/fleet/v2/previews/class_distribution/run-1/class_chart.png"
-    assert get(url) == (200, PNG)  # what the browser is given is the stored file
+    assert url == f"{preview_url}/ann/cars/fleet/v2/previews/class_distribution/run-1/class_chart.preview.png"
+    assert get(url) == (200, PNG)  # not wider than a preview: shown as it is
+
+
+def test_a_wide_picture_is_shown_scaled_to_the_column_and_kept_full_size(storage, preview_url, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv(PREVIEW_URL_VARIABLE, preview_url)
+    wide = _png(1016, 500)
+    version_dir = storage.version_dir("ann", "cars", "fleet", 3)
+    metadata = picture_metadata(storage, version_dir, "augmented_dataset", "run-3", {"samples": wide})
+    assert Path(metadata["samples_png"].value).read_bytes() == wide
+    status, shown = get(metadata["samples"].value.split("](", 1)[1].rstrip(")"))
+    assert status == 200
+    with Image.open(io.BytesIO(shown)) as image:
+        assert image.size == (PREVIEW_WIDTH_PX, round(500 * PREVIEW_WIDTH_PX / 1016))
 
 
 def test_without_a_preview_server_only_the_path_is_given(storage, monkeypatch):

@@ -14,10 +14,11 @@ from dataset_pipeline.assets.common import (
     validated_version,
     version_metadata,
 )
-from dataset_pipeline.assets.pictures import picture_metadata
+from dataset_pipeline.assets.pictures import picture_metadata, preview_url
 from dataset_pipeline.db import repository
 from dataset_pipeline.db.models import Dataset
 from dataset_pipeline.domain.statistics import (
+    CHART_PREVIEW_WIDTH_PX,
     PER_CLASS_COLUMNS,
     DistributionReport,
     ImageBoxes,
@@ -100,6 +101,12 @@ def class_distribution(
         "class_distribution",
         context.run.run_id,
         {"class_chart": plot_class_bars(report), "box_size_chart": plot_box_size_histogram(report)},
+        previews={
+            "class_chart": plot_class_bars(report, CHART_PREVIEW_WIDTH_PX),
+            "box_size_chart": plot_box_size_histogram(report, CHART_PREVIEW_WIDTH_PX),
+        }
+        if preview_url()
+        else None,
     )
     # What shows without a click comes first: the UI lists metadata in this order
     return dg.MaterializeResult(

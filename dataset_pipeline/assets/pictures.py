@@ -9,17 +9,23 @@ markdown image pointing at it through the preview server `dataset-pipeline dev` 
 
 from __future__ import annotations
 
+import io
 import os
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from PIL import Image
 
+from dataset_pipeline.domain.statistics import CHART_PREVIEW_WIDTH_PX
 from dataset_pipeline.resources.storage import PREVIEWS_FOLDER, LocalDatasetStorage
 
 #: Markdown at or above this length is not shown inline by the Dagster UI.
 INLINE_MARKDOWN_LIMIT = 1000
 PREVIEW_URL_VARIABLE = "DATASET_PIPELINE_PREVIEW_URL"
+#: Width of the pictures shown inline: they fit the metadata table's value column in a 1400 px wide window.
+PREVIEW_WIDTH_PX = CHART_PREVIEW_WIDTH_PX
 
 
 def preview_url() -> str | None:
@@ -28,18 +34,40 @@ def preview_url() -> str | None:
 
 
 def picture_metadata(
-    storage: LocalDatasetStorage, version_dir: Path, asset: str, run_id: str, pictures: dict[str, bytes]
+    storage: LocalDatasetStorage,
+    version_dir: Path,
+    asset: str,
+    run_id: str,
+    pictures: dict[str, bytes],
+    previews: dict[str, bytes] | None = None,
 ) -> dict[str, Any]:
     """Store each PNG under the version's previews and describe it: `<name>` an inline image when a preview
-    server runs, `<name>_png` the file."""
+    server runs, `<name>_png` the full-size file.
+
+    The UI shows a markdown image at its own size in a column about 400 px wide, so the inline one is
+    `previews[name]` (drawn for that width) or else the picture scaled down to PREVIEW_WIDTH_PX.
+    """
     folder = version_dir / PREVIEWS_FOLDER / asset / run_id
     base = preview_url()
     metadata: dict[str, Any] = {}
     for name, png in pictures.items():
         path = storage.write_bytes(folder / f"{name}.png", png)
         if base is not None:
-            markdown = f"![{name}]({base}/{storage.relative(path)})"
+            small = (previews or {}).get(name) or scaled_to_width(png, PREVIEW_WIDTH_PX)
+            shown = storage.write_bytes(folder / f"{name}.preview.png", small)
+            markdown = f"![{name}]({base}/{urllib.parse.quote(storage.relative(shown))})"
             if len(markdown) < INLINE_MARKDOWN_LIMIT:
                 metadata[name] = dg.MetadataValue.md(markdown)
         metadata[f"{name}_png"] = dg.MetadataValue.path(str(path))
     return metadata
+
+
+def scaled_to_width(png: bytes, width: int) -> bytes:
+    """The PNG scaled down to `width` pixels (kept as it is when not wider)."""
+    with Image.open(io.BytesIO(png)) as image:
+        if image.width <= width:
+            return png
+        height = max(1, round(image.height * width / image.width))
+        buffer = io.BytesIO()
+        image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS).save(buffer, format="PNG")
+        return buffer.getvalue()

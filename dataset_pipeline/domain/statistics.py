@@ -265,12 +265,19 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _figure() -> tuple[Figure, Axes]:
-    """A figure detached from pyplot's global state, 800x400 px, rendered with Agg."""
+#: Width of a chart file; previews shown inline in the UI are drawn narrower (CHART_PREVIEW_WIDTH_PX).
+CHART_WIDTH_PX = 800
+CHART_PREVIEW_WIDTH_PX = 360
+
+
+def _figure(width_px: int = CHART_WIDTH_PX) -> tuple[Figure, Axes]:
+    """A figure detached from pyplot's global state, rendered with Agg: 800x400 px, or narrower laid out as
+    a smaller page (5.6 x 3.2 in) so its text stays readable instead of shrinking with it."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(8, 4), dpi=100, layout="constrained")
+    inches = (8.0, 4.0) if width_px >= CHART_WIDTH_PX else (5.6, 3.2)
+    figure = Figure(figsize=inches, dpi=width_px / inches[0], layout="constrained")
     FigureCanvasAgg(figure)
     return figure, figure.add_subplot()
 
@@ -297,11 +304,11 @@ def class_bars_markdown(report: DistributionReport, max_chars: int = 990, width:
     return "\n".join(lines)
 
 
-def plot_class_bars(report: DistributionReport) -> bytes:
+def plot_class_bars(report: DistributionReport, width_px: int = CHART_WIDTH_PX) -> bytes:
     """Boxes per class as a PNG, stacked by split when the dataset has splits."""
     from matplotlib.ticker import MaxNLocator
 
-    figure, axes = _figure()
+    figure, axes = _figure(width_px)
     table = report.per_class
     splits = [s for s in dict.fromkeys(table["split"]) if s != ALL] or [ALL]
     positions = np.arange(len(report.class_names))
@@ -327,14 +334,16 @@ def plot_class_bars(report: DistributionReport) -> bytes:
     return _png(figure)
 
 
-def plot_box_size_histogram(report_or_areas: DistributionReport | np.ndarray) -> bytes:
+def plot_box_size_histogram(
+    report_or_areas: DistributionReport | np.ndarray, width_px: int = CHART_WIDTH_PX
+) -> bytes:
     """Histogram of box size (square root of the area, px, log scale) with COCO's small/medium/large cuts."""
     from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
     areas = report_or_areas.box_areas if isinstance(report_or_areas, DistributionReport) else report_or_areas
     sides = np.sqrt(np.asarray(areas, dtype=np.float64))
     sides = sides[np.isfinite(sides) & (sides > 0)]
-    figure, axes = _figure()
+    figure, axes = _figure(width_px)
     low = min(float(sides.min()), 8.0) if sides.size else 8.0
     high = max(float(sides.max()), 128.0) if sides.size else 128.0
     axes.hist(sides, bins=np.geomspace(low, high * 1.001, 50), color="#4c72b0")
