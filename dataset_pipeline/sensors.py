@@ -14,6 +14,8 @@ from dataset_pipeline.resources.storage import LocalDatasetStorage
 
 #: Seconds between inbox ticks; INBOX_SENSOR_INTERVAL_SECONDS overrides it (read when the code loads).
 INBOX_INTERVAL_SECONDS = int(os.environ.get("INBOX_SENSOR_INTERVAL_SECONDS", "5"))
+#: Seconds between evaluations of the automation conditions; AUTOMATION_SENSOR_INTERVAL_SECONDS overrides it.
+AUTOMATION_INTERVAL_SECONDS = int(os.environ.get("AUTOMATION_SENSOR_INTERVAL_SECONDS", "30"))
 MAX_REQUESTS_PER_TICK = 20
 MAX_ENTRIES_PER_TICK = 1000
 
@@ -90,6 +92,6 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     "dataset_automation",
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=AUTOMATION_INTERVAL_SECONDS,
     description="Re-materialises downstream assets of a dataset when its validation or labels changed.",
 )

@@ -25,6 +25,8 @@ T = TypeVar("T")
 #: Every process the server starts inherits this variable; its value finds them in /proc afterwards.
 MARKER = "DATASET_PIPELINE_E2E_MARKER"
 CLI = [sys.executable, "-m", "dataset_pipeline.cli"]
+#: The automation sensor's interval under test (30 s by default): tests wait for its ticks.
+AUTOMATION_TICK_SECONDS = 5
 
 LOCATION_QUERY = """
 { workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError { __typename } } } } }
@@ -189,6 +191,7 @@ def running_dev_server(
         **{k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "DATASET_STORAGE_ROOT")},
         **locations,
         "INBOX_SENSOR_INTERVAL_SECONDS": "2",
+        "AUTOMATION_SENSOR_INTERVAL_SECONDS": str(AUTOMATION_TICK_SECONDS),
         "DATASET_PIPELINE_PREVIEW_PORT": str(free_port()),  # the UI's port + 1 may be taken here
         MARKER: marker,
         **(extra_env or {}),

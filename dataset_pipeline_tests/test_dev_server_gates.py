@@ -25,7 +25,7 @@ from dataset_pipeline.domain.model import DatasetFormat
 from dataset_pipeline.domain.synthetic import generate_dataset
 from dataset_pipeline.sensors import DROP_TAG
 from dataset_pipeline_tests.databases import fresh_database
-from dataset_pipeline_tests.dev_server import DevServer, running_dev_server
+from dataset_pipeline_tests.dev_server import AUTOMATION_TICK_SECONDS, DevServer, running_dev_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.db]
 
@@ -47,7 +47,7 @@ AFTER_VALIDATION = ASSETS[2:]
 AFTER_LABELS = ASSETS[3:]  # what automation re-runs after a label edit
 #: Finished ticks of the automation sensor, started after the last update, that must request nothing.
 QUIET_TICKS = 2
-TICK_INTERVAL_SECONDS = 30  # sensors.py
+TICK_INTERVAL_SECONDS = AUTOMATION_TICK_SECONDS  # what running_dev_server sets
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 TICKS_QUERY = """

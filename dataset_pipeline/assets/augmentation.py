@@ -152,7 +152,12 @@ def augmented_dataset(
         recipe = config.recipe()
         validate_recipe(recipe)
     except RecipeError as error:
-        raise dg.Failure(f"the augmentation recipe is not valid: {error}", allow_retries=False) from error
+        raise dg.Failure(
+            f"Dataset {context.partition_key}: the augmentation recipe is not valid: {str(error).rstrip('.')}. "
+            "Nothing was augmented; correct the recipe in the launchpad of augmented_dataset (the README's "
+            "augmentation section lists its fields) and materialise it again.",
+            allow_retries=False,
+        ) from None
 
     with database.session() as session:
         dataset, version, verdict = validated_version(session, context.partition_key)

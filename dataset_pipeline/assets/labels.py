@@ -114,7 +114,11 @@ def labels(context: dg.AssetExecutionContext, config: LabelsConfig, database: Da
             stored = repository.load_images(session, version.id, usable_only=False)
             changes = _changes_since_parent(session, version)
     except LabelEditError as error:  # nothing was written: the transaction rolled back
-        raise dg.Failure(f"dataset {key}: {error}", allow_retries=False) from error
+        raise dg.Failure(
+            f"Dataset {key}: {str(error).rstrip('.')}. Nothing was changed (the edits apply all or nothing); "
+            "correct the edit in the edit_labels launchpad and launch it again.",
+            allow_retries=False,
+        ) from None
 
     for edit, effect in zip(edits, effects, strict=True):
         context.log.info(
@@ -143,6 +147,13 @@ def labels(context: dg.AssetExecutionContext, config: LabelsConfig, database: Da
         if verdict.passed
         else f"dataset {key} version {version.number} is not usable: {verdict.reason}",
     )
+    if not verdict.passed:  # said here, rather than by Dagster's bare blocking-check error
+        raise dg.Failure(
+            f"Dataset {key} version {version.number}, made by these edits, is not usable: "
+            f"{(verdict.reason or 'no reason recorded').rstrip('.')}. It is kept, and nothing after labels runs "
+            "for it; launch edit_labels again with edits that leave usable boxes, or submit the dataset again.",
+            allow_retries=False,
+        )
 
 
 def _changes_since_parent(session, version: DatasetVersion) -> VersionDiff | None:

@@ -164,6 +164,8 @@ def test_a_bad_edit_changes_nothing(processed, db, dagster_instance):
     assert not result.success
     failure = result.get_step_failure_events()[0].event_specific_data.error.message
     assert "there is no class 'unicorn'" in failure
+    assert f"Dataset {key}: " in failure and "Nothing was changed" in failure and "launchpad" in failure
+    assert "The above exception was caused by" not in failure  # one paragraph, no repeated traceback
     assert label_counts(db, key) == before
     with db.session() as session:
         assert session.execute(sa.text("SELECT count(*) FROM label_edits")).scalar_one() == 0
