@@ -18,6 +18,7 @@ from pydantic import Field
 
 from dataset_pipeline.assets.common import (
     ASSET_GROUP,
+    CPU_POOL,
     RERUN_WHEN_UPSTREAM_CHANGES,
     TRANSIENT_ERROR_RETRY,
     clean_up_interrupted_writes,
@@ -136,6 +137,7 @@ def staged_folder(folder: Path, staging_name: str) -> Iterator[Path]:
     partitions_def=dataset_partitions,
     deps=[class_distribution],
     group_name=ASSET_GROUP,
+    pool=CPU_POOL,
     kinds={"python", "postgres"},
     retry_policy=TRANSIENT_ERROR_RETRY,
     automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,

@@ -21,6 +21,10 @@ from dataset_pipeline.resources.storage import disk_full_message, sweep_interrup
 DROP_TAG = "dataset_pipeline/drop"
 #: Every stage in one group, so the lineage page shows the whole chain left to right without expanding.
 ASSET_GROUP = "dataset_pipeline"
+#: The concurrency pool of the stages that fill every core with a process pool (validation, augmentation,
+#: export): its limit (`concurrency: pools: default_limit` in dagster.yaml) is how many of them run at once
+#: across all runs, so concurrent runs share the cores instead of each starting a worker per core.
+CPU_POOL = "cpu_heavy"
 
 #: A parent partition counts as updated only when neither the inbox sensor's whole-graph run (which builds
 #: this stage too, checked per partition from the new materialisations) nor a run that had this stage in its

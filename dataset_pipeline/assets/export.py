@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from dataset_pipeline.assets.common import (
     ASSET_GROUP,
+    CPU_POOL,
     RERUN_WHEN_UPSTREAM_CHANGES,
     TRANSIENT_ERROR_RETRY,
     clean_up_interrupted_writes,
@@ -178,6 +179,7 @@ def class_table(canonical: CanonicalDataset) -> list[dict[str, object]]:
     partitions_def=dataset_partitions,
     deps=[dataset_splits],
     group_name=ASSET_GROUP,
+    pool=CPU_POOL,
     kinds={"python", "postgres"},
     retry_policy=TRANSIENT_ERROR_RETRY,
     automation_condition=RERUN_WHEN_UPSTREAM_CHANGES,

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from dataset_pipeline.assets.common import (
     ASSET_GROUP,
+    CPU_POOL,
     TRANSIENT_ERROR_RETRY,
     current_version,
     progress_logger,
@@ -82,6 +83,7 @@ class ValidationConfig(dg.Config):
     partitions_def=dataset_partitions,
     deps=[raw_upload],
     group_name=ASSET_GROUP,
+    pool=CPU_POOL,
     kinds={"python", "postgres"},
     output_required=False,
     check_specs=[
