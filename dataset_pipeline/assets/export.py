@@ -8,6 +8,7 @@ import importlib.metadata
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -294,19 +295,24 @@ def write_exports(
     folder its earlier attempt published.
     """
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+
+    def write(fmt: str) -> ZipWriteReport:
+        return export_dataset_zip(
+            staging / f"{zip_stem}-{fmt}.zip",
+            render_export(
+                DatasetFormat(fmt), canonical, voc_pixel_origin=manifest_fields["voc_pixel_origin"]
+            ),
+            payloads,
+            {**manifest_fields, "dataset_format": fmt},
+            origins,
+        )
+
     try:
-        staged = {
-            fmt: export_dataset_zip(
-                staging / f"{zip_stem}-{fmt}.zip",
-                render_export(
-                    DatasetFormat(fmt), canonical, voc_pixel_origin=manifest_fields["voc_pixel_origin"]
-                ),
-                payloads,
-                {**manifest_fields, "dataset_format": fmt},
-                origins,
-            )
-            for fmt in formats
-        }
+        # One thread per format: copying, hashing and deflating release the GIL, so one format's rendering
+        # overlaps the others' file work (the zips do not depend on each other).
+        with ThreadPoolExecutor(max_workers=len(formats), thread_name_prefix="export") as threads:
+            futures = {fmt: threads.submit(write, fmt) for fmt in formats}
+            staged = {fmt: future.result() for fmt, future in futures.items()}
         os.chmod(staging, 0o755)  # mkdtemp creates 0700; an export is meant to be read by others
         replace_directory(staging, target)
         fsync_directory(target.parent)

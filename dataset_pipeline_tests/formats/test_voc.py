@@ -462,3 +462,66 @@ def test_side_by_side_survives_every_writer(tmp_path: Path) -> None:
         "c.jpg": 1,
         "d.jpg": 0,
     }
+
+
+def _elementtree_annotation(image: CanonicalImage, class_names: list[str], origin: int) -> bytes:
+    """The annotation as ElementTree writes it: the reference the text template must equal byte for byte."""
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = "JPEGImages"
+    ET.SubElement(root, "filename").text = image.file_name
+    size = ET.SubElement(root, "size")
+    for tag, value in (("width", image.width), ("height", image.height), ("depth", 3)):
+        ET.SubElement(size, tag).text = str(value)
+    ET.SubElement(root, "segmented").text = "0"
+    for box in image.boxes:
+        obj = ET.SubElement(root, "object")
+        ET.SubElement(obj, "name").text = class_names[box.class_index]
+        ET.SubElement(obj, "pose").text = str(box.attributes.get("pose", "Unspecified"))
+        for flag in ("truncated", "occluded", "difficult"):
+            ET.SubElement(obj, flag).text = str(int(bool(box.attributes.get(flag, 0))))
+        bndbox = ET.SubElement(obj, "bndbox")
+        for tag, value in zip(
+            ("xmin", "ymin", "xmax", "ymax"),
+            (box.x_min + origin, box.y_min + origin, box.x_max, box.y_max),
+            strict=True,
+        ):
+            ET.SubElement(bndbox, tag).text = voc._number_text(value)
+    ET.indent(root, space="  ")
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("origin", [0, 1])
+def test_the_xml_template_writes_what_elementtree_would(origin: int) -> None:
+    hostile = [
+        "a&b",
+        "<tag>",
+        "x > y",
+        'quote"s',
+        "it's",
+        "ümlaut 日本",
+    ]  # labelmap.txt refuses control characters
+    names = ["car", *hostile]
+    boxes = [
+        Box(
+            i % len(names),
+            0.5 * i,
+            1.0,
+            10.123456 + i,
+            20.0,
+            {"pose": pose, "truncated": i % 2, "occluded": 1},
+        )
+        for i, pose in enumerate(["Left", "", "a&b<c>", "Unspecified", 7])
+    ]
+    images = [
+        CanonicalImage("a&b <1>.jpg", Path("/s/a.jpg"), 40, 30, "train", boxes),
+        CanonicalImage("bg.jpg", Path("/s/bg.jpg"), 64, 48, "train", [], LabelState.BACKGROUND),
+    ]
+    dataset = CanonicalDataset(names, images)
+    rendered = voc.render(dataset, pixel_origin=origin)
+    for image in images:
+        stem = image.file_name.rsplit(".", 1)[0]
+        assert rendered.label_files[f"Annotations/{stem}.xml"] == _elementtree_annotation(
+            image, names, origin
+        )
